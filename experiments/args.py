@@ -1,0 +1,97 @@
+"""Argument groups and parsers shared by the subcommands (one definition each)."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+
+
+def parse_snr_list(values: list[str] | str) -> list[float]:
+    """SNR list from ``a:b:s`` ranges (``b`` included), comma lists and several values.
+
+    >>> parse_snr_list(["0:10:5", "13,19"])
+    [0.0, 5.0, 10.0, 13.0, 19.0]
+    """
+    if isinstance(values, str):
+        values = [values]
+    out: list[float] = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if ":" in part:
+                    pieces = [float(p) for p in part.split(":")]
+                    if len(pieces) != 3:
+                        raise ValueError
+                    start, stop, step = pieces
+                    if step <= 0 or stop < start:
+                        raise ValueError
+                    n = int(math.floor((stop - start) / step + 1e-9)) + 1
+                    out += [round(start + i * step, 10) for i in range(n)]
+                else:
+                    out.append(float(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"bad SNR list {part!r}: use a:b:s (b included, s > 0), comma lists or numbers"
+                ) from None
+    if not out or not all(math.isfinite(s) for s in out):
+        raise argparse.ArgumentTypeError(f"SNR list {values!r} is empty or not finite")
+    return out
+
+
+def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:
+    g = parser.add_argument_group("channel")
+    g.add_argument("--channel", default=default, choices=["awgn", "rayleigh"], help="channel model (default: %(default)s)")
+    g.add_argument("--block-length", type=int, default=None,
+                   help="Rayleigh: symbols per fading block; omit for one h per image (slow fading), 1 = fast fading")
+    g.add_argument("--csi", default=None, choices=["none", "receiver"], help="Rayleigh: channel state at the receiver (default none)")
+    g.add_argument("--equalization", default=None, choices=["zf", "mmse", "side"],
+                   help="Rayleigh with --csi receiver: zero-forcing, MMSE, or h given to the decoder (side)")
+
+
+def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
+    """Build the channel Module from ``--channel`` options; unset options come from ``fallback``
+    (a checkpoint's recorded channel config), then the defaults."""
+    from channels import build_channel
+
+    fallback = dict(fallback or {})
+    name = args.channel or fallback.pop("name", "awgn")
+    if name != fallback.get("name", name):
+        fallback = {}
+    fallback.pop("name", None)
+    if name == "awgn":
+        if args.block_length is not None or args.csi not in (None, "none") or args.equalization is not None:
+            raise ValueError("--block-length/--csi/--equalization apply to --channel rayleigh only")
+        return build_channel("awgn")
+    opts = {
+        "block_length": args.block_length if args.block_length is not None else fallback.get("block_length"),
+        "csi": args.csi or fallback.get("csi", "none"),
+        "equalization": args.equalization or fallback.get("equalization"),
+    }
+    return build_channel(name, **opts)
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None, help_suffix: str = "") -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", default=default,
+                   help="folder of images / ImageFolder tree, 'sample' (scikit-image photos) or 'cifar10' "
+                   f"(torchvision, with --data-root){help_suffix}")
+    g.add_argument("--data-root", default=None, help="torchvision dataset root (for --data cifar10)")
+    g.add_argument("--download", action="store_true", help="allow torchvision to download CIFAR-10 into --data-root")
+    g.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every RNG (default: %(default)s)")
+
+
+def apply_device_args(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda requested but CUDA is not available")

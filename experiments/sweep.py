@@ -1,0 +1,86 @@
+"""``jscc sweep``: a trained model over a list of test SNRs -> one results JSON file.
+
+Example::
+
+    jscc sweep runs/deepjscc-1_12/best.pt --data ../shared/data/cifar10/test --snr 0:20:2 \
+        --n-channel-draws 10 --out results/deepjscc-cifar10-1_12-awgn-snr10.json
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args,
+                              channel_from_args, parse_snr_list)
+from jscc.checkpoint import load
+from jscc.data import load_dataset
+from jscc.evaluate import IMAGE_METRICS, sweep_results
+from jscc.results import write_results
+from jscc.system import JSCCSystem
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jscc sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="checkpoint path or zoo name")
+    add_data_args(p, default="sample", help_suffix="; test images")
+    p.add_argument("--snr", nargs="+", default=["0:20:2"], help="test SNRs in dB: a:b:s (b included), comma lists (default 0:20:2)")
+    p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
+    p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
+                   help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
+    p.add_argument("--batch-size", type=int, default=128)
+    add_channel_args(p, default=None)
+    p.add_argument("--name", default=None, help="result name (default: from the checkpoint and channel)")
+    p.add_argument("--out", required=True, help="results JSON file")
+    p.add_argument("--quiet", action="store_true")
+    add_device_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = setup_args().parse_args(argv)
+    apply_device_args(args)
+    try:
+        snrs = parse_snr_list(args.snr)
+    except argparse.ArgumentTypeError as err:
+        raise SystemExit(f"error: {err}")
+    model, ckpt = load(args.model, return_checkpoint=True)
+    train_info = ckpt.get("train", {})
+    channel = channel_from_args(args, fallback=train_info.get("channel"))
+    system = JSCCSystem(model, channel).to(args.device)
+    dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False, limit=args.limit)
+    metrics = list(args.metrics)
+    if "ms_ssim" in metrics:
+        from jscc.metrics import ms_ssim_supported
+
+        if not all(ms_ssim_supported(*dataset.image_size(i)) for i in range(len(dataset))):
+            print("note: images are too small for MS-SSIM (needs > 160 px): reporting SSIM instead", file=sys.stderr)
+            metrics = [m for m in metrics if m != "ms_ssim"] + ([] if "ssim" in metrics else ["ssim"])
+    lpips_model = None
+    if "lpips" in metrics:
+        from jscc.metrics import load_lpips
+
+        lpips_model = load_lpips(args.device)
+    snr_train = train_info.get("train_snr_db")
+    name = args.name or f"{Path(str(args.model)).stem if Path(str(args.model)).exists() else args.model}-{channel.channel_config()['name']}"
+    command = "jscc sweep " + shlex.join(sys.argv[2:] if argv is None else argv)
+    checkpoint_path = args.model if Path(str(args.model)).exists() else None
+    if checkpoint_path is None:
+        from jscc.zoo import weight_path
+
+        checkpoint_path = weight_path(args.model)
+    results = sweep_results(
+        system, dataset, snrs, name=name, n_channel_draws=args.n_channel_draws, metrics=metrics,
+        batch_size=args.batch_size, seed=args.seed, device=args.device, train_snr_db=snr_train,
+        checkpoint_path=checkpoint_path, command=command, lpips_model=lpips_model, progress=not args.quiet,
+    )
+    path = write_results(results, args.out)
+    psnr = ", ".join(f"{s:g} dB: {p:.2f}" for s, p in zip(snrs, results["metrics"]["psnr"]))
+    print(f"{name}  k={results['k']} ({results['bandwidth_ratio_str']})  {dataset.name} x{len(dataset)}  PSNR {psnr}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

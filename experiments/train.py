@@ -1,0 +1,103 @@
+"""``jscc train``: train a registered model end to end through a differentiable channel.
+
+Example (the DeepJSCC paper's 1/12, AWGN, 10 dB setting)::
+
+    jscc train --data ../shared/data/cifar10/train --val-data ../shared/data/cifar10/test --val-size 1000 \
+        --bandwidth-ratio 1/12 --channel awgn --train-snr 10 --epochs 40 --out runs/deepjscc-1_12-awgn-snr10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+import torch
+
+from experiments.args import add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args
+from jscc.data import ImageSet, load_dataset
+from jscc.registry import get_model_class, list_models
+from jscc.system import JSCCSystem
+from jscc.train import TrainConfig, train
+
+
+def setup_args() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jscc train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="deepjscc", help=f"registered model ({', '.join(list_models())})")
+    p.add_argument("--bandwidth-ratio", default="1/12", help="k/n as a fraction, e.g. 1/12 (DeepJSCC: c = 96 k/n)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra model option, VALUE parsed as JSON (e.g. hidden=[32,64,64,64]); repeatable")
+    add_data_args(p, default="sample", help_suffix="; training images")
+    p.add_argument("--crop", type=int, default=None, help="train on random CROPxCROP patches (large images)")
+    p.add_argument("--val-data", default=None, help="validation images (default: hold out --val-size training images)")
+    p.add_argument("--val-size", type=int, default=1000, help="validation images (default: %(default)s)")
+    add_channel_args(p)
+    snr = p.add_mutually_exclusive_group()
+    snr.add_argument("--train-snr", type=float, default=None, help="training SNR in dB (default 10)")
+    snr.add_argument("--train-snr-range", type=float, nargs=2, metavar=("LO", "HI"), help="uniform training SNR range in dB")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="cosine", choices=["none", "cosine", "step"])
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, logs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_args(p)
+    return p
+
+
+def parse_model_args(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --model-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def build_datasets(args) -> tuple[ImageSet, ImageSet]:
+    kw = dict(data_root=args.data_root, download=args.download, crop=args.crop)
+    train_set = load_dataset(args.data, train=True, limit=args.limit, **kw)
+    if args.val_data is not None:
+        val_set = load_dataset(args.val_data, train=False, **kw)
+        val_set = val_set.subset(range(min(args.val_size, len(val_set))))
+    else:
+        if len(train_set) < 2:
+            raise SystemExit("error: need >= 2 training images to hold out validation images (or pass --val-data)")
+        n_val = min(args.val_size, max(1, len(train_set) // 10))
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))
+        val_set, train_set = train_set.subset(order[:n_val]), train_set.subset(order[n_val:])
+    return train_set, ImageSet(val_set.images, val_set.name, val_set.crop, random_crop=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = setup_args().parse_args(argv)
+    apply_device_args(args)
+    model_cls = get_model_class(args.model)
+    model = model_cls.from_bandwidth_ratio(args.bandwidth_ratio, **parse_model_args(args.model_arg))
+    channel = channel_from_args(args)
+    system = JSCCSystem(model, channel)
+    train_set, val_set = build_datasets(args)
+    snr = args.train_snr_range if args.train_snr_range is not None else (args.train_snr if args.train_snr is not None else 10.0)
+    command = "jscc train " + shlex.join(sys.argv[2:] if argv is None else argv)
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        train_snr_db=snr, seed=args.seed, device=args.device, channels_last=args.channels_last,
+        extra={"dataset": train_set.name, "n_train_images": len(train_set), "val_dataset": val_set.name,
+               "n_val_images": len(val_set), "crop": args.crop, "channel": channel.channel_config(),
+               "bandwidth_ratio": args.bandwidth_ratio, "command": command},
+    )
+    print(f"{args.model} {model.config}  k/n = {args.bandwidth_ratio}  channel {channel.channel_config()}  "
+          f"train {len(train_set)} / val {len(val_set)} images  out {args.out}")
+    train(system, train_set, val_set, cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"best checkpoint: {args.out}/best.pt  last: {args.out}/last.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

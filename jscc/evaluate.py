@@ -1,0 +1,137 @@
+"""The sweep loop: metrics of a JSCC system over test SNRs and independent channel draws.
+
+Metrics are computed per (image, channel draw) and averaged over both (CONVENTIONS.md,
+Metrics). Models whose encoder ignores the SNR encode each batch once and reuse the symbols
+for every SNR and draw; the draws of one batch are decoded together as one larger batch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from jscc import metrics as M
+from jscc.data import ImageSet, iterate_batches
+from jscc.system import JSCCSystem
+
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
+
+
+@torch.no_grad()
+def evaluate(
+    system: JSCCSystem,
+    dataset: ImageSet,
+    snr_db: Sequence[float],
+    *,
+    n_channel_draws: int = 1,
+    batch_size: int = 128,
+    metrics: Sequence[str] = ("psnr",),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    lpips_model=None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """Mean and std of each metric per SNR point.
+
+    Args:
+        system: the wired model + channel; evaluated in eval mode.
+        dataset: test images (batches are ``(B,3,H,W)`` float32 in [0,1]).
+        snr_db: test SNRs in dB (Es/N0 per complex channel use).
+        n_channel_draws: independent channel realisations per image and SNR.
+        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``).
+        seed: seeds the channel generator, so a sweep is reproducible.
+
+    Returns:
+        The ``metrics`` dict of the results file: ``{"psnr": [...], "psnr_std": [...], ...,
+        "psnr_of_mean_mse": [...]}``, one value per SNR.
+    """
+    unknown = set(metrics) - set(IMAGE_METRICS)
+    if unknown:
+        raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {IMAGE_METRICS}")
+    if "lpips" in metrics and lpips_model is None:
+        raise ValueError("metric 'lpips' needs lpips_model=jscc.metrics.load_lpips()")
+    if n_channel_draws < 1:
+        raise ValueError(f"n_channel_draws must be >= 1, got {n_channel_draws}")
+    snr_db = [float(s) for s in snr_db]
+    device = torch.device(device)
+    was_training = system.training
+    system.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    acc = M.MetricAccumulator()
+    adaptive = getattr(system.model, "snr_adaptive", True)
+    batches = iterate_batches(dataset, batch_size)
+    n_batches = -(-len(dataset) // batch_size) if dataset.stacked or dataset.crop is not None else len(dataset)
+    for x in tqdm(batches, total=n_batches, desc="sweep", unit="batch", disable=not progress, leave=False):
+        x = x.to(device, non_blocking=True)
+        size = tuple(x.shape[-2:])
+        x_rep = x.repeat(n_channel_draws, 1, 1, 1)
+        z = None if adaptive else system.encode(x_rep[: x.shape[0]]).repeat(n_channel_draws, 1)
+        for i, snr in enumerate(snr_db):
+            z_snr = system.encode(x_rep, snr) if adaptive else z
+            x_hat = system.receive(z_snr, size, snr, generator=generator)["x_hat"]
+            _accumulate(acc, i, x_hat, x_rep, metrics, lpips_model)
+    system.train(was_training)
+    return acc.summary()
+
+
+def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Sequence[str], lpips_model) -> None:
+    acc.add(key, "mse", M.mse(x_hat, x))
+    if "psnr" in metrics:
+        acc.add(key, "psnr", M.psnr(x_hat, x))
+    if "ssim" in metrics:
+        acc.add(key, "ssim", M.ssim(x_hat, x))
+    if "ms_ssim" in metrics:
+        acc.add(key, "ms_ssim", M.ms_ssim(x_hat, x))
+    if "lpips" in metrics:
+        acc.add(key, "lpips", M.lpips_distance(lpips_model, x_hat, x))
+
+
+def sweep_results(
+    system: JSCCSystem,
+    dataset: ImageSet,
+    snr_db: Sequence[float],
+    *,
+    name: str,
+    n_channel_draws: int = 10,
+    metrics: Sequence[str] = ("psnr",),
+    batch_size: int = 128,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    train_snr_db=None,
+    checkpoint_path=None,
+    command: str | None = None,
+    lpips_model=None,
+    progress: bool = False,
+) -> dict:
+    """Run :func:`evaluate` and return the ``jscc-results/1`` dict (validated by the writer).
+
+    ``k`` and the bandwidth ratio are those of the first image; a note is added when the
+    dataset's image sizes give different ``k``.
+    """
+    from jscc.results import bandwidth_ratio_str, provenance
+
+    summary = evaluate(system, dataset, snr_db, n_channel_draws=n_channel_draws, batch_size=batch_size,
+                       metrics=metrics, seed=seed, device=device, lpips_model=lpips_model, progress=progress)
+    sizes = {dataset.image_size(i) for i in range(len(dataset))}
+    height, width = dataset.image_size(0)
+    k = system.channel_uses(height, width)
+    n = 3 * height * width
+    results = {
+        "schema": "jscc-results/1",
+        "name": name,
+        "method": system.model.registry_name,
+        "dataset": {"name": dataset.name, "n_images": len(dataset)},
+        "channel": system.channel.channel_config(),
+        "k": k,
+        "bandwidth_ratio": k / n,
+        "bandwidth_ratio_str": bandwidth_ratio_str(k, n),
+        "train_snr_db": train_snr_db,
+        "snr_db": [float(s) for s in snr_db],
+        "metrics": summary,
+        "n_channel_draws": n_channel_draws,
+        "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed),
+    }
+    if len(sizes) > 1:
+        results["notes"] = f"{len(sizes)} image sizes; k is that of the first image ({height}x{width})"
+    return results

@@ -1,0 +1,387 @@
+"""Image quality metrics, per image, and their accumulation over a sweep.
+
+Conventions (see the project's Conventions page):
+
+* images are floating tensors ``(B, C, H, W)`` in ``[0, 1]`` with ``C`` in {1, 3}
+  (3 by convention); every metric returns one value per image, shape ``(B,)``;
+* PSNR has peak 1; SSIM / MS-SSIM use ``pytorch-msssim`` with ``data_range=1.0``
+  (its default is 255) and ``size_average=False``; MS-SSIM needs a smaller side
+  > 160 px, below that report SSIM instead;
+* LPIPS is ``lpips.LPIPS(net="alex", version="0.1")`` called with ``normalize=True``;
+  its AlexNet backbone must be torchvision's ImageNet weights, never a random net;
+* a sweep averages over every (image, channel draw) pair and reports the standard
+  deviation beside the mean (:class:`MetricAccumulator`).
+
+Flow: ``x, x_hat -> check_images -> psnr / ssim / ms_ssim / lpips_distance -> (B,)
+-> MetricAccumulator.add(snr_index, name, values) -> summary() -> results["metrics"]``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import pytorch_msssim
+import torch
+from torch import Tensor
+
+from jscc.results import sha256_file
+
+__all__ = [
+    "check_images",
+    "mse",
+    "psnr",
+    "ssim",
+    "ms_ssim",
+    "ms_ssim_supported",
+    "MS_SSIM_MIN_SIDE",
+    "LPIPSUnavailableError",
+    "alexnet_checkpoint_path",
+    "load_lpips",
+    "lpips_distance",
+    "MetricAccumulator",
+]
+
+_RANGE_SLACK = 1e-6
+
+# pytorch-msssim asserts smaller_side > (win_size - 1) * 2**(levels - 1) = 10 * 16.
+MS_SSIM_MIN_SIDE = (11 - 1) * 2**4 + 1
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_images(x: Tensor, name: str = "x") -> None:
+    """Raise unless ``x`` is a batch of images as the conventions define them.
+
+    Args:
+        x: floating tensor ``(B, C, H, W)``, ``C`` in {1, 3}, finite, values in
+            ``[0, 1]`` (a slack of 1e-6 is tolerated for rounding).
+        name: the argument's name, used in the error messages.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or its dtype is not floating point.
+        ValueError: wrong number of dimensions or channels, an empty tensor,
+            non-finite values, or values outside ``[0, 1]`` (the message gives the
+            actual min / max).
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W) (4 dims), got {x.ndim} dims {tuple(x.shape)}")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must have 1 or 3 channels (dim 1), got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty, shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+        raise ValueError(f"{name} must have values in [0, 1], got min {lo:.6g}, max {hi:.6g}")
+
+
+def _check_pair(x_hat: Tensor, x: Tensor) -> None:
+    check_images(x_hat, "x_hat")
+    check_images(x, "x")
+    if x_hat.shape != x.shape:
+        raise ValueError(f"x_hat and x must have the same shape, got {tuple(x_hat.shape)} and {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------- distortion
+
+
+def mse(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error per image.
+
+    Args:
+        x_hat: reconstruction, floating ``(B, C, H, W)`` in ``[0, 1]``.
+        x: reference, same shape.
+
+    Returns:
+        ``(B,)``, dtype of ``x``: mean over ``C, H, W`` of ``(x_hat - x)^2``
+        (accumulated in float64), in squared [0, 1] units.
+    """
+    _check_pair(x_hat, x)
+    err = (x_hat.double() - x.double()).flatten(1)
+    return err.square().mean(dim=1).to(x.dtype)
+
+
+def psnr(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio per image, peak 1: ``10 log10(1 / MSE)``.
+
+    Args:
+        x_hat: reconstruction, floating ``(B, C, H, W)`` in ``[0, 1]``.
+        x: reference, same shape.
+
+    Returns:
+        ``(B,)`` in dB, dtype of ``x``. An exact reconstruction (MSE = 0) gives
+        ``+inf``; :class:`MetricAccumulator` refuses such values, since a mean
+        with an infinite term means nothing and JSON cannot store it.
+    """
+    return -10.0 * torch.log10(mse(x_hat, x))
+
+
+def ssim(x_hat: Tensor, x: Tensor) -> Tensor:
+    """SSIM per image (``pytorch_msssim.ssim``, 11x11 Gaussian window, ``data_range=1``).
+
+    Args:
+        x_hat: reconstruction, floating ``(B, C, H, W)`` in ``[0, 1]``.
+        x: reference, same shape.
+
+    Returns:
+        ``(B,)``, unitless, at most 1; dtype of the inputs.
+    """
+    _check_pair(x_hat, x)
+    return pytorch_msssim.ssim(x_hat, x, data_range=1.0, size_average=False)
+
+
+def ms_ssim_supported(h: int, w: int) -> bool:
+    """Whether MS-SSIM (5 scales, 11-px window) is defined for ``H x W`` images (px)."""
+    return min(h, w) >= MS_SSIM_MIN_SIDE
+
+
+def ms_ssim(x_hat: Tensor, x: Tensor) -> Tensor:
+    """MS-SSIM per image (``pytorch_msssim.ms_ssim``, 5 scales, ``data_range=1``).
+
+    Args:
+        x_hat: reconstruction, floating ``(B, C, H, W)`` in ``[0, 1]``,
+            ``min(H, W) >= MS_SSIM_MIN_SIDE`` (161 px).
+        x: reference, same shape.
+
+    Returns:
+        ``(B,)``, unitless, at most 1; dtype of the inputs.
+
+    Raises:
+        ValueError: the images are too small (e.g. CIFAR-10's 32x32); report SSIM
+            instead and say so.
+    """
+    _check_pair(x_hat, x)
+    h, w = x.shape[-2:]
+    if not ms_ssim_supported(h, w):
+        raise ValueError(
+            f"MS-SSIM is undefined for {h}x{w} images: the image is too small, the smaller side must be "
+            f">= {MS_SSIM_MIN_SIDE} px for 5 scales with an 11-px window; report SSIM instead"
+        )
+    return pytorch_msssim.ms_ssim(x_hat, x, data_range=1.0, size_average=False)
+
+
+# --------------------------------------------------------------------------- LPIPS
+
+
+class LPIPSUnavailableError(RuntimeError):
+    """The LPIPS AlexNet backbone weights are missing or wrong; LPIPS cannot be reported."""
+
+
+def _alexnet_url() -> str:
+    from torchvision.models import AlexNet_Weights
+
+    return AlexNet_Weights.IMAGENET1K_V1.url  # what lpips' tv.alexnet(pretrained=True) loads
+
+
+ALEXNET_URL = _alexnet_url()
+ALEXNET_FILE = ALEXNET_URL.rsplit("/", 1)[-1]  # "alexnet-owt-7be5be79.pth"
+# torch.hub's naming convention: the first hex digits of the file's SHA-256 follow the last "-".
+ALEXNET_SHA256_PREFIX = re.search(r"-([0-9a-f]+)\.", ALEXNET_FILE).group(1)
+
+
+def alexnet_checkpoint_path() -> str:
+    """Where torchvision looks for the AlexNet weights: ``torch.hub.get_dir()/checkpoints/<file>``."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE)
+
+
+def _offline() -> bool:
+    return os.environ.get("JSCC_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _ensure_alexnet_weights() -> str:
+    """Path of the verified AlexNet weights file, downloading it unless ``JSCC_OFFLINE`` is set."""
+    path = alexnet_checkpoint_path()
+    folder = os.path.dirname(path)
+    how_to = (
+        f"LPIPS needs torchvision's ImageNet AlexNet weights '{ALEXNET_FILE}' from {ALEXNET_URL}; "
+        f"download it and put it in the folder {folder} (= torch.hub.get_dir()/checkpoints)"
+    )
+    if not os.path.exists(path):
+        if _offline():
+            raise LPIPSUnavailableError(f"{how_to}. It is missing and JSCC_OFFLINE is set, so it was not downloaded.")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            torch.hub.download_url_to_file(ALEXNET_URL, path, hash_prefix=ALEXNET_SHA256_PREFIX, progress=False)
+        except Exception as exc:  # no network, proxy, disk, hash mismatch: all mean "unavailable"
+            raise LPIPSUnavailableError(f"{how_to}. It is missing and the download failed: {exc}") from exc
+    # torch.hub checks the hash only when it downloads; a cached file is loaded as is.
+    digest = sha256_file(path)
+    if not digest.startswith(ALEXNET_SHA256_PREFIX):
+        raise LPIPSUnavailableError(
+            f"{how_to}. The file at {path} has SHA-256 {digest}, which does not start with "
+            f"{ALEXNET_SHA256_PREFIX}: it is not those weights (corrupt or replaced); delete it and download it again."
+        )
+    return path
+
+
+def load_lpips(device: str | torch.device = "cpu") -> torch.nn.Module:
+    """LPIPS v0.1 with the AlexNet backbone, in eval mode, all parameters frozen.
+
+    The linear calibration layers ship inside the ``lpips`` package. The backbone is
+    built by ``lpips`` as ``torchvision.models.alexnet(pretrained=True)``, which loads
+    ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`` (downloaded on first
+    use). This function makes sure that file exists and matches its SHA-256 prefix
+    before building, so the backbone can never be random.
+
+    Args:
+        device: where to put the model.
+
+    Returns:
+        ``lpips.LPIPS`` module; use it through :func:`lpips_distance`.
+
+    Raises:
+        LPIPSUnavailableError: the weights file is missing and cannot be downloaded
+            (or ``JSCC_OFFLINE=1`` forbids trying), or it is not the expected file.
+            The message names the file, its URL and the folder to put it in.
+    """
+    _ensure_alexnet_weights()
+    import lpips
+
+    with warnings.catch_warnings():
+        # lpips 0.1.4 uses torchvision's deprecated `pretrained=True` argument.
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+        model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", lpips=True, pnet_rand=False, verbose=False)
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+def lpips_distance(model: torch.nn.Module, x_hat: Tensor, x: Tensor) -> Tensor:
+    """LPIPS distance per image (lower is closer).
+
+    Args:
+        model: from :func:`load_lpips`.
+        x_hat: reconstruction, floating ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W >= 31``
+            (AlexNet's two pooling stages), on the model's device.
+        x: reference, same shape.
+
+    Returns:
+        ``(B,)``, unitless, >= 0; 0 for identical images. Gradients flow to the inputs.
+    """
+    _check_pair(x_hat, x)
+    if x.shape[1] != 3:
+        raise ValueError(f"LPIPS needs RGB images (3 channels), got shape {tuple(x.shape)}")
+    return model(x_hat, x, normalize=True).reshape(x.shape[0])  # normalize: [0, 1] -> [-1, 1]
+
+
+# --------------------------------------------------------------------------- accumulation
+
+
+@dataclass
+class _Running:
+    """Count, mean and sum of squared deviations, merged batch-wise (Chan et al.) in float64."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, v: Tensor) -> None:
+        n_b = v.numel()
+        mean_b = v.mean().item()
+        m2_b = (v - mean_b).square().sum().item()
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.n)
+
+
+class MetricAccumulator:
+    """Mean and standard deviation of per-(image, channel draw) metric values per SNR point.
+
+    Usage in a sweep::
+
+        acc = MetricAccumulator()
+        for i, snr_db in enumerate(snrs):
+            for x in loader:
+                for _ in range(n_channel_draws):
+                    x_hat = ...
+                    acc.add(i, "psnr", psnr(x_hat, x))
+                    acc.add(i, "mse", mse(x_hat, x))
+        results["metrics"] = acc.summary()
+
+    ``std`` is the population standard deviation over all values added for a key
+    (every image and every draw), not a standard error. Statistics are merged batch
+    by batch in float64, so memory does not grow with the number of images.
+    """
+
+    def __init__(self) -> None:
+        self._stats: dict[Hashable, dict[str, _Running]] = {}
+
+    def add(self, key: Hashable, name: str, values: Tensor | Sequence[float]) -> None:
+        """Add per-(image, draw) values of metric ``name`` at SNR point ``key``.
+
+        Args:
+            key: the SNR point, e.g. its index in ``snr_db``; keys keep their first-add order.
+            name: metric name as in the results file (``"psnr"``, ``"ssim"``, ``"ms_ssim"``,
+                ``"lpips"``) or ``"mse"`` (reported as ``psnr_of_mean_mse``).
+            values: ``(N,)`` values (any shape is flattened), finite, in the metric's unit.
+
+        Raises:
+            ValueError: no values, or a non-finite value (e.g. PSNR of an exact
+                reconstruction, which is ``+inf``).
+        """
+        v = torch.as_tensor(values).detach().to("cpu", torch.float64).reshape(-1)
+        if v.numel() == 0:
+            raise ValueError(f"no values given for metric {name!r} at key {key!r}")
+        if not torch.isfinite(v).all():
+            raise ValueError(
+                f"non-finite value for metric {name!r} at key {key!r} (PSNR is +inf when MSE == 0); "
+                "a mean over such values cannot be reported"
+            )
+        self._stats.setdefault(key, {}).setdefault(name, _Running()).update(v)
+
+    def keys(self) -> list[Hashable]:
+        """SNR keys in first-add order."""
+        return list(self._stats)
+
+    def count(self, key: Hashable, name: str) -> int:
+        """Number of values added for ``name`` at ``key`` (images x draws)."""
+        return self._stats[key][name].n
+
+    def summary(self, keys: Sequence[Hashable] | None = None) -> dict[str, list[float]]:
+        """Per-metric lists across SNR points, ready for the results file's ``metrics``.
+
+        Args:
+            keys: the SNR keys in the order of ``snr_db``; default: first-add order.
+
+        Returns:
+            ``{name: [mean per key], name + "_std": [std per key], ...}`` for every
+            metric added, except ``"mse"``, which gives ``"psnr_of_mean_mse"``:
+            ``10 log10(1 / mean MSE)`` in dB (no std). Lists are Python floats.
+
+        Raises:
+            ValueError: a metric is missing at some key, or an unknown key is requested.
+        """
+        keys = self.keys() if keys is None else list(keys)
+        unknown = [k for k in keys if k not in self._stats]
+        if unknown:
+            raise ValueError(f"no values were added for keys {unknown}")
+        names = list(dict.fromkeys(n for k in keys for n in self._stats[k]))
+        out: dict[str, list[float]] = {}
+        for name in names:
+            missing = [k for k in keys if name not in self._stats[k]]
+            if missing:
+                raise ValueError(f"metric {name!r} has no values at keys {missing}")
+            runs = [self._stats[k][name] for k in keys]
+            if name == "mse":
+                if any(r.mean <= 0 for r in runs):
+                    raise ValueError("mean MSE is 0 at some key: its PSNR is +inf and cannot be reported")
+                out["psnr_of_mean_mse"] = [-10.0 * math.log10(r.mean) for r in runs]
+            else:
+                out[name] = [r.mean for r in runs]
+                out[f"{name}_std"] = [r.std for r in runs]
+        return out
