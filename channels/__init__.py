@@ -45,3 +45,40 @@ def build_channel(name: str, **kwargs) -> nn.Module:
     if name not in CHANNELS:
         raise ValueError(f"unknown channel {name!r}; known channels: {sorted(CHANNELS)}")
     return CHANNELS[name](**kwargs)
+
+# Digital links of the separate source-channel coding baseline (Sionna imported lazily).
+from .links import (  # noqa: E402
+    MCS,
+    MCS_GRID,
+    BlerTable,
+    LDPCLink,
+    bler_lookup,
+    bler_table,
+    capacity_awgn_success,
+    capacity_link_bits,
+    capacity_rayleigh_success,
+    design_mcs,
+    rayleigh_capacity_rate_choice,
+    rayleigh_mcs_choice,
+    simulate_success,
+    transport_block_info_bits,
+    transport_block_layout,
+)
+
+__all__ += [
+    "MCS",
+    "MCS_GRID",
+    "BlerTable",
+    "LDPCLink",
+    "bler_lookup",
+    "bler_table",
+    "capacity_awgn_success",
+    "capacity_link_bits",
+    "capacity_rayleigh_success",
+    "design_mcs",
+    "rayleigh_capacity_rate_choice",
+    "rayleigh_mcs_choice",
+    "simulate_success",
+    "transport_block_info_bits",
+    "transport_block_layout",
+]

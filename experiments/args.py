@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 import torch
 
@@ -40,6 +41,14 @@ def parse_snr_list(values: list[str] | str) -> list[float]:
     if not out or not all(math.isfinite(s) for s in out):
         raise argparse.ArgumentTypeError(f"SNR list {values!r} is empty or not finite")
     return out
+
+
+def add_snr_args(parser: argparse.ArgumentParser, default: str = "0:20:2", help: str = "test SNRs in dB") -> None:
+    """``--snr`` taking ranges, comma lists and several values, negative ones included."""
+    # argparse takes "-5:5:1" for an option unless it is told such tokens are numbers.
+    parser._negative_number_matcher = re.compile(r"^-\d[\d.:,e+-]*$|^-\.\d")
+    parser.add_argument("--snr", nargs="+", default=[default],
+                        help=f"{help}: a:b:s (b included), comma lists or several values (default {default})")
 
 
 def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:

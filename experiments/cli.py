@@ -9,6 +9,7 @@ SUBCOMMANDS = {
     "sweep": "experiments.sweep",
     "plot": "experiments.plot",
     "demo": "experiments.demo",
+    "zoo": "experiments.zoo",
 }
 
 

@@ -12,9 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args,
+from experiments.args import (add_channel_args, add_data_args, add_device_args, add_snr_args, apply_device_args,
                               channel_from_args, parse_snr_list)
-from jscc.checkpoint import load
+from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
 from jscc.results import write_results
@@ -25,7 +25,7 @@ def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="checkpoint path or zoo name")
     add_data_args(p, default="sample", help_suffix="; test images")
-    p.add_argument("--snr", nargs="+", default=["0:20:2"], help="test SNRs in dB: a:b:s (b included), comma lists (default 0:20:2)")
+    add_snr_args(p)
     p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
@@ -36,6 +36,13 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     add_device_args(p)
     return p
+
+
+def default_name(model: str, channel: str) -> str:
+    """``<run folder>-<channel>`` for ``runs/<run>/best.pt``, ``<file stem or zoo name>-<channel>`` otherwise."""
+    path = Path(model)
+    stem = path.parent.name if path.suffix == ".pt" and path.stem in ("best", "last") and path.parent.name else path.stem
+    return f"{stem}-{channel}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,13 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
         lpips_model = load_lpips(args.device)
     snr_train = train_info.get("train_snr_db")
-    name = args.name or f"{Path(str(args.model)).stem if Path(str(args.model)).exists() else args.model}-{channel.channel_config()['name']}"
+    name = args.name or default_name(args.model, channel.channel_config()["name"])
     command = "jscc sweep " + shlex.join(sys.argv[2:] if argv is None else argv)
-    checkpoint_path = args.model if Path(str(args.model)).exists() else None
-    if checkpoint_path is None:
-        from jscc.zoo import weight_path
-
-        checkpoint_path = weight_path(args.model)
+    checkpoint_path = resolve_checkpoint(args.model)
     results = sweep_results(
         system, dataset, snrs, name=name, n_channel_draws=args.n_channel_draws, metrics=metrics,
         batch_size=args.batch_size, seed=args.seed, device=args.device, train_snr_db=snr_train,

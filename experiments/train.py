@@ -8,15 +8,20 @@ Example (the DeepJSCC paper's 1/12, AWGN, 10 dB setting)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import sys
 
 import torch
 
+from channels import seed_everything
 from experiments.args import add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args
+from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import ImageSet, load_dataset
 from jscc.registry import get_model_class, list_models
+from jscc.results import sha256_file
 from jscc.system import JSCCSystem
 from jscc.train import TrainConfig, train
 
@@ -42,6 +47,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="warm start: initial weights from a checkpoint or zoo name of the same model and config")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_args(p)
     return p
@@ -78,9 +85,18 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     apply_device_args(args)
+    seed_everything(args.seed)  # before the model is built: --seed fixes the initial weights
     model_cls = get_model_class(args.model)
     model = model_cls.from_bandwidth_ratio(args.bandwidth_ratio, **parse_model_args(args.model_arg))
     channel = channel_from_args(args)
+    init = None
+    if args.init is not None:
+        warm, ckpt = load(args.init, return_checkpoint=True)
+        if ckpt["model"] != args.model or ckpt["config"] != model.config:
+            raise SystemExit(f"error: --init {args.init} holds {ckpt['model']} {ckpt['config']}, "
+                             f"this run builds {args.model} {model.config}")
+        model.load_state_dict(warm.state_dict(), strict=True)
+        init = {"checkpoint": str(args.init), "sha256": sha256_file(resolve_checkpoint(args.init))}
     system = JSCCSystem(model, channel)
     train_set, val_set = build_datasets(args)
     snr = args.train_snr_range if args.train_snr_range is not None else (args.train_snr if args.train_snr is not None else 10.0)
@@ -90,13 +106,35 @@ def main(argv: list[str] | None = None) -> int:
         train_snr_db=snr, seed=args.seed, device=args.device, channels_last=args.channels_last,
         extra={"dataset": train_set.name, "n_train_images": len(train_set), "val_dataset": val_set.name,
                "n_val_images": len(val_set), "crop": args.crop, "channel": channel.channel_config(),
-               "bandwidth_ratio": args.bandwidth_ratio, "command": command},
+               "bandwidth_ratio": args.bandwidth_ratio, "init": init, "command": command},
     )
-    print(f"{args.model} {model.config}  k/n = {args.bandwidth_ratio}  channel {channel.channel_config()}  "
-          f"train {len(train_set)} / val {len(val_set)} images  out {args.out}")
-    train(system, train_set, val_set, cfg, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"best checkpoint: {args.out}/best.pt  last: {args.out}/last.pt")
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        print(f"{args.model} {model.config}  k/n = {args.bandwidth_ratio}  channel {channel.channel_config()}  "
+              f"train {len(train_set)} / val {len(val_set)} images  out {args.out}")
+    with distributed(cfg):
+        train(system, train_set, val_set, cfg, args.out, resume=args.resume, progress=not args.quiet)
+    if main_process:
+        print(f"best checkpoint: {args.out}/best.pt  last: {args.out}/last.pt")
     return 0
+
+
+@contextlib.contextmanager
+def distributed(cfg: TrainConfig):
+    """Under ``torchrun`` (WORLD_SIZE > 1): a process group (nccl on CUDA, gloo on CPU), one GPU per
+    local rank; otherwise nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield
+        return
+    cuda = cfg.device.startswith("cuda")
+    if cuda:
+        cfg.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(cfg.device)
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -79,18 +79,21 @@ def model_from_checkpoint(ckpt: dict, *, expect_model: str | None = None, expect
     return model
 
 
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A checkpoint file path: the path itself if it exists, else the zoo entry's verified weight file."""
+    from jscc import zoo
+
+    path = Path(name_or_path)
+    return path if path.exists() else zoo.weight_path(str(name_or_path))
+
+
 def load(name_or_path: str | os.PathLike, *, map_location="cpu", return_checkpoint: bool = False):
     """Load a model by zoo name or checkpoint path, strictly and with ``weights_only=True``.
 
     Returns the model in eval mode (and the checkpoint dict when ``return_checkpoint``), with
     ``model.train_info`` set from the checkpoint's ``train`` entry.
     """
-    from jscc import zoo
-
-    path = Path(name_or_path)
-    if not path.exists():
-        path = zoo.weight_path(str(name_or_path))  # ValueError listing the zoo when unknown
-    ckpt = read_checkpoint(path, map_location=map_location)
+    ckpt = read_checkpoint(resolve_checkpoint(name_or_path), map_location=map_location)
     model = model_from_checkpoint(ckpt).eval()
     model.train_info = ckpt.get("train", {})
     return (model, ckpt) if return_checkpoint else model

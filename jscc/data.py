@@ -184,10 +184,25 @@ def load_dataset(
     return ds.subset(range(min(limit, len(ds)))) if limit is not None else ds
 
 
-def iterate_batches(dataset: ImageSet, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False):
-    """Yield float32 batches ``(B,3,H,W)``; unstacked images of mixed sizes are batched one at a time."""
-    n = len(dataset)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+def iterate_batches(
+    dataset: ImageSet,
+    batch_size: int,
+    *,
+    indices=None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+):
+    """Yield float32 batches ``(B,3,H,W)``; unstacked images of mixed sizes are batched one at a time.
+
+    ``indices``: the image order (e.g. from a sampler); default all images, shuffled with
+    ``generator`` when ``shuffle``. ``generator`` also draws random crops.
+    """
+    if indices is not None:
+        order = torch.as_tensor(indices, dtype=torch.long)
+    else:
+        order = torch.randperm(len(dataset), generator=generator) if shuffle else torch.arange(len(dataset))
+    n = len(order)
     if not dataset.stacked and dataset.crop is None:
         batch_size = 1
     stop = n - n % batch_size if drop_last else n

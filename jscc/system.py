@@ -22,17 +22,19 @@ class JSCCSystem(nn.Module):
         model: a registered model with ``encode(x, snr_db)`` and ``decode(y, image_size, snr_db, h)``.
         channel: a channel Module from ``channels`` (``AWGN``, ``Rayleigh``); its forward returns a
             dict with ``y`` (and ``h`` for fading).
-        power: average power ``P`` per complex channel use.
+
+    Power normalisation uses the channel's nominal power ``P`` (``channel.power``, default 1), so
+    the SNR the channel applies always refers to the power actually enforced.
 
     The decoder receives ``h`` only when the channel has ``csi="receiver"`` and
     ``equalization="side"``; with ``csi="none"`` the realisation is returned for logging only.
     """
 
-    def __init__(self, model: nn.Module, channel: nn.Module, power: float = 1.0):
+    def __init__(self, model: nn.Module, channel: nn.Module):
         super().__init__()
         self.model = model
         self.channel = channel
-        self.power_norm = PowerNormalize(power)
+        self.power_norm = PowerNormalize(getattr(channel, "power", 1.0))
 
     @property
     def decoder_gets_h(self) -> bool:
@@ -47,7 +49,9 @@ class JSCCSystem(nn.Module):
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device)
         if not torch.isfinite(snr).all():
             raise ValueError(f"snr_db must be finite, got {snr_db!r}")
-        return snr.expand(batch) if snr.ndim == 0 else snr.reshape(batch)
+        if snr.numel() not in (1, batch):
+            raise ValueError(f"snr_db must be a float or hold one value per example (B = {batch}), got shape {tuple(snr.shape)}")
+        return snr.reshape(-1).expand(batch)
 
     def encode(self, x: torch.Tensor, snr_db: float | torch.Tensor | None = None) -> torch.Tensor:
         """Images ``(B,3,H,W)`` -> power-normalised complex64 symbols ``(B,k)``.

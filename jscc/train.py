@@ -4,6 +4,12 @@ Adam on the per-image MSE through the differentiable channel. Every epoch ends w
 validation PSNR, a log line (CSV + JSON) and an atomic training checkpoint holding the
 optimizer, scheduler and all RNG states, so a run killed at any moment resumes from its last
 finished epoch and ends with the same weights as an uninterrupted run (on CPU).
+
+The data order comes from a ``DistributedSampler`` (seeded, ``set_epoch`` per epoch) and the
+crop and channel generators are re-seeded from ``(seed, epoch, rank)`` at every epoch start, so
+an epoch's randomness never depends on what ran before it. Under ``torchrun`` the model is
+wrapped in ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA), each process takes its shard
+of every epoch (``batch_size`` is per process), and only rank 0 validates, logs and checkpoints.
 """
 from __future__ import annotations
 
@@ -20,6 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from jscc.checkpoint import atomic_torch_save, model_checkpoint, read_checkpoint
 from jscc.data import ImageSet, iterate_batches
@@ -102,6 +112,16 @@ def sample_snr(cfg: TrainConfig, batch: int, generator: torch.Generator, device)
     return cfg.train_snr_db
 
 
+def _epoch_seed(seed: int, epoch: int, rank: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + stream) % 2**63
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def train(
     system: JSCCSystem,
     train_set: ImageSet,
@@ -114,22 +134,25 @@ def train(
 ) -> dict:
     """Train ``system`` and write ``last.pt``, ``best.pt``, ``log.csv``, ``history.json`` into ``out_dir``.
 
-    Returns the history: one dict per epoch (loss, validation PSNR, lr, seconds, images/s).
+    Returns the history: one dict per epoch (loss, validation PSNR, lr, seconds, images/s); under
+    ``torchrun`` only rank 0 records the epochs it ran.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda requested but CUDA is not available")
+    rank, world = _rank_world()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    chan_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    data_gen = torch.Generator()
+    chan_gen = torch.Generator(device=device)
 
     system.to(device)
     if cfg.channels_last:
         system.to(memory_format=torch.channels_last)
+    net = DistributedDataParallel(system, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else system
     optimizer = torch.optim.Adam(system.parameters(), lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
     model = system.model
@@ -149,23 +172,29 @@ def train(
         _set_rng_state(state["rng"], data_gen, chan_gen)
         start_epoch, history = state["epoch"], state["history"]
         best_psnr = max((h["val_psnr"] for h in history), default=-math.inf)
-        print(f"resuming {out} after epoch {start_epoch}")
+        if rank == 0:
+            print(f"resuming {out} after epoch {start_epoch}")
 
-    n_steps = len(train_set) // cfg.batch_size
+    sampler = DistributedSampler(range(len(train_set)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    n_steps = len(sampler) // cfg.batch_size
     if n_steps == 0:
-        raise ValueError(f"batch size {cfg.batch_size} exceeds the {len(train_set)} training images")
+        raise ValueError(f"batch size {cfg.batch_size} x {world} process(es) exceeds the {len(train_set)} training images")
     for epoch in range(start_epoch, cfg.epochs):
         system.train()
         t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        data_gen.manual_seed(_epoch_seed(cfg.seed, epoch, rank, 0))
+        chan_gen.manual_seed(_epoch_seed(cfg.seed, epoch, rank, 1))
         loss_sum = torch.zeros((), device=device)
-        batches = iterate_batches(train_set, cfg.batch_size, shuffle=True, generator=data_gen, drop_last=True)
-        bar = tqdm(batches, total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress, leave=False)
+        batches = iterate_batches(train_set, cfg.batch_size, indices=list(sampler), generator=data_gen, drop_last=True)
+        bar = tqdm(batches, total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not progress or rank != 0, leave=False)
         for step, x in enumerate(bar):
             x = x.to(device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             snr = sample_snr(cfg, x.shape[0], chan_gen, device)
-            x_hat = system(x, snr, generator=chan_gen)["x_hat"]
+            x_hat = net(x, snr, generator=chan_gen)["x_hat"]
             loss = F.mse_loss(x_hat, x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -176,6 +205,12 @@ def train(
         seconds = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
+        if world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
+            if rank != 0:
+                dist.barrier()  # rank 0 validates and writes the checkpoint
+                continue
         val = evaluate(system, val_set, [cfg.val_snr_db], n_channel_draws=cfg.val_draws, seed=cfg.seed, device=device)
         record = {
             "epoch": epoch + 1,
@@ -184,7 +219,7 @@ def train(
             "val_snr_db": cfg.val_snr_db,
             "lr": lr,
             "seconds": seconds,
-            "images_per_s": n_steps * cfg.batch_size / seconds,
+            "images_per_s": n_steps * cfg.batch_size * world / seconds,
         }
         history.append(record)
         print(
@@ -207,6 +242,8 @@ def train(
         )
         atomic_torch_save(state, out / "last.pt")
         _write_logs(out, history)
+        if world > 1:
+            dist.barrier()
     return history
 
 

@@ -1,0 +1,387 @@
+"""Digital links of the separate source-channel coding baseline (channels/links.py).
+
+Offline; Monte-Carlo budgets are small (k = 256 channel uses, a few hundred blocks), the
+tolerances are stated at each assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from channels import links as L
+from channels import rayleigh, rayleigh_outage_probability
+
+K = 256  # channel uses per image (CIFAR-10 at bandwidth ratio 1/12)
+
+
+def _binomial_tol(p: float, n1: int, n2: int | None = None, sigmas: float = 4.0) -> float:
+    """``sigmas`` standard deviations of a difference of two binomial proportions (or one vs truth)."""
+    p = min(max(p, 0.02), 0.98)  # floor so that near-0/1 rates still get a sensible tolerance
+    var = p * (1 - p) * (1 / n1 + (1 / n2 if n2 else 0.0))
+    return sigmas * math.sqrt(var)
+
+
+def _toy_table(snr_db, bler, k=K, mcs="QPSK-r1/2", tb_size=256) -> L.BlerTable:
+    snr_db = np.asarray(snr_db, float)
+    return L.BlerTable(key={"k": k, "mcs": mcs, "tb_size": tb_size}, snr_db=snr_db,
+                       bler=np.asarray(bler, float), n_blocks=np.full(snr_db.size, 100),
+                       n_errors=(np.asarray(bler) * 100).astype(int))
+
+
+# ----------------------------------------------------------------------------------------
+# Capacity link
+# ----------------------------------------------------------------------------------------
+
+
+def test_capacity_link_bits_exact():
+    assert L.capacity_link_bits(256, 10.0) == 885  # floor(256 * log2(11)) = floor(885.61)
+    assert L.capacity_link_bits(256, 0.0) == 256  # log2(2) = 1
+    assert L.capacity_link_bits(1, 0.0) == 1
+    assert L.capacity_link_bits(512, 20.0) == math.floor(512 * math.log2(1 + 100))
+
+
+def test_capacity_awgn_success_iff_snr_at_least_design():
+    snr = torch.tensor([-5.0, 9.99, 10.0, 10.01, 30.0])
+    assert L.capacity_awgn_success(snr, 10.0).tolist() == [False, False, True, True, True]
+    assert bool(L.capacity_awgn_success(10.0, 10.0)) and not bool(L.capacity_awgn_success(9.0, 10.0))
+
+
+def test_capacity_rayleigh_outage_matches_closed_form():
+    # 200k draws per point: the standard error of a proportion is <= 0.0011; tolerance 5 sigma.
+    n, k = 200_000, 256
+    for snr_db, design_db in [(10.0, 5.0), (5.0, 5.0), (20.0, 15.0), (0.0, -3.0)]:
+        bits = L.capacity_link_bits(k, design_db)
+        rate = bits / k
+        ok, h = L.capacity_rayleigh_success(bits, k, snr_db, batch_size=n, generator=torch.Generator().manual_seed(1))
+        assert ok.shape == (n,) and ok.dtype == torch.bool and h.shape == (n,) and h.is_complex()
+        p_out = 1 - math.exp(-(2**rate - 1) / 10 ** (snr_db / 10))
+        assert math.isclose(p_out, rayleigh_outage_probability(rate, snr_db), rel_tol=1e-9)
+        tol = 5 * math.sqrt(p_out * (1 - p_out) / n)
+        assert abs((~ok).double().mean().item() - p_out) <= tol, (snr_db, design_db)
+
+
+def test_capacity_rayleigh_uses_project_fading_and_given_h():
+    # The h drawn for an image is the one channels.rayleigh draws first from the same stream.
+    ok, h = L.capacity_rayleigh_success(100, 64, 10.0, batch_size=5, generator=torch.Generator().manual_seed(3))
+    _, h_ref = rayleigh(torch.ones(5, 64, dtype=torch.complex64), 10.0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(h, h_ref.reshape(5))
+    # Given h: success iff log2(1 + |h|^2 snr) >= R (R = 2 here, needs |h|^2 snr >= 3).
+    h = torch.tensor([1.0, 0.5, 0.1j, 0.6 - 0.1j], dtype=torch.complex64)
+    ok, h_out = L.capacity_rayleigh_success(128, 64, 10.0, h=h)
+    gain = h.abs().double() ** 2 * 10
+    assert ok.tolist() == (gain >= 3).tolist() and torch.equal(h_out, h)
+    # Per-image SNRs.
+    ok, _ = L.capacity_rayleigh_success(128, 64, torch.tensor([0.0, 10.0]), h=torch.ones(2, dtype=torch.complex64))
+    assert ok.tolist() == [False, True]
+
+
+def test_rayleigh_capacity_rate_choice_toy():
+    rates = [0.5, 1.0, 2.0, 4.0]
+    quality = [20.0, 24.0, 28.0, 35.0]
+    snr_db, fb = 10.0, 12.0
+    p_out = np.array([rayleigh_outage_probability(r, snr_db) for r in rates])
+    expected = (1 - p_out) * np.array(quality) + p_out * fb
+    choice = L.rayleigh_capacity_rate_choice(snr_db, rates, quality, fb)
+    assert choice.index == int(np.argmax(expected))
+    assert choice.rate == rates[choice.index]
+    assert math.isclose(choice.expected_quality, expected.max(), rel_tol=1e-12)
+    assert math.isclose(choice.outage_probability, p_out[choice.index], rel_tol=1e-12)
+    # A callable quality gives the same choice; a flat quality picks the lowest rate.
+    assert L.rayleigh_capacity_rate_choice(snr_db, rates, dict(zip(rates, quality)).__getitem__, fb) == choice
+    assert L.rayleigh_capacity_rate_choice(snr_db, rates, [30.0] * 4, fb).index == 0
+
+
+# ----------------------------------------------------------------------------------------
+# MCS and transport block layout
+# ----------------------------------------------------------------------------------------
+
+
+def test_mcs_grid_and_names():
+    assert len(L.MCS_GRID) == 25
+    se = [m.spectral_efficiency for m in L.MCS_GRID]
+    assert se == sorted(se)
+    m = L.MCS(16, Fraction(1, 2))
+    assert m.name == "16QAM-r1/2" and m.bits_per_symbol == 4 and m.spectral_efficiency == 2.0
+    assert L.MCS.parse("16qam-r1/2") == m == L.MCS("16QAM", "1/2") == L.MCS(16, 0.5)
+    bpsk = L.MCS(2, "1/3")
+    assert bpsk.name == "BPSK-r1/3" and bpsk.constellation_type == "pam" and bpsk.bits_per_symbol == 1
+    assert {m.name for m in L.MCS_GRID} >= {"BPSK-r1/3", "QPSK-r5/6", "256QAM-r5/6", "64QAM-r2/3"}
+
+
+@pytest.mark.parametrize("k", [256, 768])
+def test_transport_block_layout_arithmetic(k):
+    for mcs in L.MCS_GRID:
+        lay = L.transport_block_layout(k, mcs)
+        n = k * mcs.bits_per_symbol
+        assert lay.num_coded_bits == n and sum(lay.codeword_lengths) == n
+        assert lay.tb_size == L.transport_block_info_bits(k, mcs) and lay.tb_size % 8 == 0
+        assert lay.tb_crc_bits == (24 if lay.tb_size > 3824 else 16)
+        n_crc = lay.tb_crc_bits + lay.num_code_blocks * lay.cb_crc_bits
+        # Info + CRC bits fill one code block each (plus filler up to the lifting size) ...
+        assert lay.num_code_blocks * (lay.cb_size - lay.cb_crc_bits) == lay.tb_size + lay.tb_crc_bits
+        assert lay.filler_bits >= 0
+        # ... and the effective rate is the target rate up to 38.214 TBS quantisation and the CRC.
+        assert lay.effective_code_rate == pytest.approx((lay.tb_size + n_crc) / n)
+        assert lay.tb_size <= float(mcs.rate) * n * 1.1 + 24
+        assert (lay.tb_size + n_crc) / n <= 0.95
+        assert float(mcs.rate) * 0.85 <= lay.effective_code_rate
+
+
+def test_documented_layout_values():
+    # 38.214 TBS for N_info = r * n, as Sionna's calculate_tb_size / TBEncoder compute it.
+    assert L.transport_block_info_bits(256, "QPSK-r1/2") == 256
+    assert L.transport_block_info_bits(256, "16QAM-r1/2") == 528
+    assert L.transport_block_info_bits(256, "256QAM-r5/6") == 1736
+    assert L.transport_block_info_bits(768, "256QAM-r5/6") == 5120  # > 3824: CRC24A
+    assert L.transport_block_layout(768, "256QAM-r5/6").tb_crc_bits == 24
+
+
+def test_segmented_transport_block():
+    lay = L.transport_block_layout(4096, "64QAM-r5/6")  # ~20k info bits: several code blocks
+    assert lay.num_code_blocks > 1 and lay.cb_crc_bits == 24
+    assert lay.cb_size - lay.cb_crc_bits <= 8448 - 24
+    assert sum(lay.codeword_lengths) == 4096 * 6
+
+
+# ----------------------------------------------------------------------------------------
+# Bit-exact LDPC link
+# ----------------------------------------------------------------------------------------
+
+
+def test_ldpc_link_high_snr_exact_and_low_snr_fails():
+    link = L.get_link(K, "QPSK-r1/2")
+    g = torch.Generator().manual_seed(0)
+    bits = link.random_payload(8, g)
+    x = link.modulate(bits)
+    assert x.shape == (8, K) and x.dtype == torch.complex64  # exactly k modulated symbols
+    assert x.abs().square().mean().item() == pytest.approx(1.0, abs=0.1)
+    ok, bits_hat, h = link.transmit(bits, 30.0, generator=g)
+    assert ok.dtype == torch.bool and ok.all() and h is None
+    assert torch.equal(bits_hat, bits)
+    ok, bits_hat, _ = link.transmit(bits, -10.0, generator=g)
+    assert not ok.any()
+
+
+def test_ldpc_link_bytes_round_trip_and_budget():
+    link = L.get_link(K, "QPSK-r1/2")
+    payloads = [b"jpeg2000 codestream", bytes(range(32)), b""]
+    ok, got, _ = link.send_bytes(payloads, 30.0, generator=torch.Generator().manual_seed(0))
+    assert ok.all() and got == payloads
+    with pytest.raises(ValueError, match="exceed the transport block of 32 bytes"):
+        link.send_bytes([bytes(33)], 30.0)
+
+
+def test_ldpc_link_every_modulation_high_snr():
+    g = torch.Generator().manual_seed(1)
+    for mcs in ["BPSK-r1/3", "16QAM-r2/3", "64QAM-r3/4", "256QAM-r5/6"]:
+        link = L.get_link(K, mcs)
+        bits = link.random_payload(4, g)
+        ok, bits_hat, _ = link.transmit(bits, 40.0, generator=g)
+        assert ok.all() and torch.equal(bits_hat, bits), mcs
+
+
+def test_ldpc_link_rayleigh_receiver_knows_h():
+    link = L.get_link(K, "16QAM-r1/2")
+    g = torch.Generator().manual_seed(2)
+    bits = link.random_payload(3, g)
+    # A strong rotated channel is decoded (coherent detection), a deep fade is not.
+    h = torch.tensor([2.0 * np.exp(2.5j), 1.0j, 1e-3], dtype=torch.complex64)
+    ok, bits_hat, h_out = link.transmit(bits, 25.0, channel="rayleigh", h=h, generator=g)
+    assert ok.tolist() == [True, True, False] and torch.equal(h_out, h)
+    assert torch.equal(bits_hat[:2], bits[:2])
+    # Drawn h: returned, one per image.
+    ok, _, h_out = link.transmit(bits, 25.0, channel="rayleigh", generator=g)
+    assert h_out.shape == (3,) and h_out.is_complex()
+
+
+# ----------------------------------------------------------------------------------------
+# BLER tables (fast path) vs exact simulation
+# ----------------------------------------------------------------------------------------
+
+WATERFALL = [1.0, 1.5, 2.0, 2.5]  # QPSK-r1/2, k=256: BLER ~0.8, 0.4, 0.1, 0.01
+
+
+@pytest.fixture(scope="module")
+def qpsk_table(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("bler")
+    with pytest.warns(UserWarning, match="lookups"):  # a grid cut to the waterfall: warned
+        table = L.bler_table(K, "QPSK-r1/2", WATERFALL, n_blocks=300, max_errors=300, batch_size=150,
+                             seed=5, cache_dir=cache)
+    return table, cache
+
+
+def test_bler_table_waterfall_and_cache_file(qpsk_table, monkeypatch):
+    table, cache = qpsk_table
+    assert table.snr_db.tolist() == WATERFALL
+    assert table.n_blocks[0] == 300 and table.bler[0] > 0.3 and table.bler[-1] < 0.1
+    assert (np.diff(table.monotone_bler()) <= 0).all()
+    files = list(cache.glob("bler_k256_QPSK-r1_2_it20_*.json"))
+    assert len(files) == 1
+    obj = json.loads(files[0].read_text())
+    assert obj["schema"] == "jscc-bler/1"
+    assert {"k", "num_coded_bits", "tb_size", "modulation_order", "code_rate", "num_bp_iter",
+            "sionna_version"} <= set(obj["key"])
+    assert obj["key"]["tb_size"] == 256 and obj["key"]["num_coded_bits"] == 512
+
+    # Second call: loaded from the file, no simulation.
+    def boom(*a, **kw):
+        raise AssertionError("simulated although the table is cached")
+
+    monkeypatch.setattr(L, "_simulate_bler_point", boom)
+    again = L.bler_table(K, "QPSK-r1/2", WATERFALL, n_blocks=300, max_errors=300, batch_size=150, seed=5,
+                         cache_dir=cache)
+    np.testing.assert_array_equal(again.bler, table.bler)
+    assert again.key == table.key
+    # A different key (decoder iterations) is not served from that file.
+    with pytest.raises(AssertionError, match="simulated although"):
+        L.bler_table(K, "QPSK-r1/2", WATERFALL, n_blocks=300, max_errors=300, batch_size=150, seed=5,
+                     cache_dir=cache, num_bp_iter=10)
+
+
+def test_bler_cache_dir_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("JSCC_CACHE_DIR", str(tmp_path))
+    assert L.bler_cache_dir() == tmp_path / "bler"
+    assert L.bler_cache_dir(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.delenv("JSCC_CACHE_DIR")
+    assert L.bler_cache_dir().parts[-3:] == (".cache", "jscc", "bler")
+
+
+def test_cached_success_agrees_with_exact(qpsk_table):
+    # Two independent estimates of the same BLER (300 blocks in the table, 300 exact blocks
+    # here): their difference must lie within 4 standard deviations of a binomial difference.
+    table, _ = qpsk_table
+    n = 300
+    for snr in (1.5, 2.0):
+        ok_exact, _ = L.simulate_success(K, "QPSK-r1/2", snr, batch_size=n, mode="exact",
+                                         generator=torch.Generator().manual_seed(11))
+        p_table = float(table.bler[WATERFALL.index(snr)])
+        p_exact = (~ok_exact).double().mean().item()
+        assert abs(p_exact - p_table) <= _binomial_tol(p_table, n, n), (snr, p_exact, p_table)
+        # Cached draws are Bernoulli(1 - BLER): 20k draws, 5 sigma of one proportion.
+        ok_cached, h = L.simulate_success(K, "QPSK-r1/2", snr, batch_size=20_000, table=table,
+                                          generator=torch.Generator().manual_seed(12))
+        assert h is None
+        assert abs((~ok_cached).double().mean().item() - p_table) <= 5 * math.sqrt(
+            max(p_table * (1 - p_table), 1e-4) / 20_000)
+
+
+@pytest.mark.slow
+def test_cached_success_agrees_with_exact_rayleigh(tmp_path):
+    # Full default grid (about 40 s to build), 1000 images at 10 dB average SNR. The same
+    # generator gives both modes the same h; tolerance 4 sigma of a binomial difference
+    # (the table's own error is smaller as it averages over the whole grid).
+    table = L.bler_table(K, "QPSK-r1/2", n_blocks=1000, cache_dir=tmp_path)
+    n = 1000
+    ok_e, h_e = L.simulate_success(K, "QPSK-r1/2", 10.0, channel="rayleigh", batch_size=n, mode="exact",
+                                   generator=torch.Generator().manual_seed(1))
+    ok_c, h_c = L.simulate_success(K, "QPSK-r1/2", 10.0, channel="rayleigh", batch_size=n, table=table,
+                                   generator=torch.Generator().manual_seed(1))
+    assert torch.equal(h_e, h_c)
+    p = L.rayleigh_success_probability(table, 10.0)
+    assert abs(ok_e.double().mean().item() - ok_c.double().mean().item()) <= _binomial_tol(p, n, n)
+    assert abs(ok_e.double().mean().item() - p) <= _binomial_tol(p, n)
+
+
+def test_bler_lookup_interpolation_and_clamping():
+    t = _toy_table([0.0, 1.0, 2.0, 3.0], [1.0, 0.5, 0.6, 0.0])  # 0.6: MC bump, made monotone
+    lin = lambda db: 10 ** (np.asarray(db) / 10)  # noqa: E731
+    assert t.lookup(lin(-5.0)) == 1.0 and t.lookup(0.0) == 1.0  # below the grid / no signal
+    assert t.lookup(lin(10.0)) == 0.0  # above the grid, last point 0
+    assert t.lookup(lin(0.5)) == pytest.approx(0.75)
+    assert t.lookup(lin(2.0)) == pytest.approx(0.5)  # running minimum
+    assert t.lookup(lin(2.5)) == pytest.approx(0.25)
+    out = L.bler_lookup(t, torch.tensor([1.0, 1e3]))
+    assert isinstance(out, torch.Tensor) and out.tolist() == [1.0, 0.0]
+    assert isinstance(L.bler_lookup(t, lin(np.array([0.5]))), np.ndarray)
+    assert t.snr_db_at(0.25) == pytest.approx(2.5) and t.snr_db_at(1e-9) == pytest.approx(3.0)
+    # Last point > 0: held above the grid.
+    assert _toy_table([0.0, 1.0], [1.0, 0.2]).lookup(lin(30.0)) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="snr_lin"):
+        t.lookup(-1.0)
+
+
+def test_cached_rayleigh_uses_effective_snr():
+    # Step-like table at 5 dB: success iff |h|^2 snr_lin >= 10^0.5 (up to the 0.1 dB ramp).
+    t = _toy_table([4.95, 5.05], [1.0, 0.0])
+    n, snr_db = 100_000, 10.0
+    ok, h = L.simulate_success(K, "QPSK-r1/2", snr_db, channel="rayleigh", batch_size=n, table=t,
+                               generator=torch.Generator().manual_seed(0))
+    p_out = 1 - math.exp(-(10**0.5) / 10)
+    assert abs((~ok).double().mean().item() - p_out) <= 5 * math.sqrt(p_out * (1 - p_out) / n) + 0.002
+    assert L.rayleigh_success_probability(t, snr_db) == pytest.approx(1 - p_out, abs=2e-3)
+    g = h.abs().double() ** 2 * 10
+    assert ok[g > 10**0.51].all() and not ok[g < 10**0.49].any()
+
+
+def test_design_mcs_and_rayleigh_choice_with_given_tables():
+    # Waterfalls at 2, 6 and 10 dB for three MCSs of increasing payload.
+    tables = {
+        "QPSK-r1/2": _toy_table([0, 1, 2, 3], [1, 0.5, 0.01, 0.0], tb_size=256),
+        "16QAM-r1/2": _toy_table([4, 5, 6, 7], [1, 0.5, 0.01, 0.0], mcs="16QAM-r1/2", tb_size=528),
+        "64QAM-r1/2": _toy_table([8, 9, 10, 11], [1, 0.5, 0.01, 0.0], mcs="64QAM-r1/2", tb_size=768),
+    }
+    assert L.design_mcs(K, 6.0, tables=tables).name == "16QAM-r1/2"
+    assert L.design_mcs(K, 5.9, tables=tables).name == "QPSK-r1/2"
+    assert L.design_mcs(K, 20.0, tables=tables).name == "64QAM-r1/2"
+    assert L.design_mcs(K, 0.0, tables=tables) is None
+    quality = {"QPSK-r1/2": 22.0, "16QAM-r1/2": 27.0, "64QAM-r1/2": 30.0}
+    choice = L.rayleigh_mcs_choice(K, 15.0, quality, 14.0, tables=tables)
+    p = {m: L.rayleigh_success_probability(tables[m], 15.0) for m in tables}
+    expected = {m: p[m] * quality[m] + (1 - p[m]) * 14.0 for m in tables}
+    assert choice.mcs.name == max(expected, key=expected.get)
+    assert choice.expected_quality == pytest.approx(max(expected.values()))
+    assert 0 < choice.success_probability < 1
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="unknown modulation"):
+        L.MCS(8, "1/2")
+    with pytest.raises(ValueError, match="unknown modulation"):
+        L.MCS("32QAM", "1/2")
+    with pytest.raises(ValueError, match="outside Sionna's 5G LDPC limits"):
+        L.MCS(4, "1/8")
+    with pytest.raises(ValueError, match="outside Sionna's 5G LDPC limits"):
+        L.MCS(4, 0.97)
+    with pytest.raises(ValueError, match="code rate"):
+        L.MCS(4, "half")
+    with pytest.raises(ValueError, match="k too small|too small for this MCS"):
+        L.transport_block_info_bits(16, "BPSK-r1/2")
+    with pytest.raises(ValueError, match="too small for this MCS"):
+        L.transport_block_info_bits(100, "BPSK-r5/6")
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        L.transport_block_info_bits(0, "QPSK-r1/2")
+    with pytest.raises(ValueError, match="finite"):
+        L.capacity_link_bits(256, float("nan"))
+    with pytest.raises(ValueError, match="finite"):
+        L.capacity_rayleigh_success(10, 10, float("inf"), batch_size=3)
+    with pytest.raises(ValueError, match="finite"):
+        L.simulate_success(K, "QPSK-r1/2", float("nan"), batch_size=2, table=_toy_table([0, 1], [1, 0]))
+    with pytest.raises(ValueError, match="finite"):
+        L.get_link(K, "QPSK-r1/2").transmit(torch.zeros(2, 8), torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="unknown channel"):
+        L.simulate_success(K, "QPSK-r1/2", 5.0, channel="rician", batch_size=2)
+    with pytest.raises(ValueError, match="mode"):
+        L.simulate_success(K, "QPSK-r1/2", 5.0, batch_size=2, mode="fast")
+    with pytest.raises(ValueError, match="batch_size"):
+        L.capacity_rayleigh_success(10, 10, 5.0)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        L.get_link(K, "QPSK-r1/2").transmit(torch.full((1, 8), 2.0), 5.0)
+    with pytest.raises(ValueError, match="exceeds the transport block size 256"):
+        L.get_link(K, "QPSK-r1/2").transmit(torch.zeros(1, 257), 5.0)
+    with pytest.raises(ValueError, match="only used with channel='rayleigh'"):
+        L.get_link(K, "QPSK-r1/2").transmit(torch.zeros(1, 8), 5.0, h=torch.ones(1, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="ascending"):
+        L.bler_table(K, "QPSK-r1/2", [2.0, 1.0], use_cache=False)
+    with pytest.raises(ValueError, match="is for k=256 QPSK-r1/2"):
+        L.simulate_success(K, "16QAM-r1/2", 5.0, batch_size=2, table=_toy_table([0, 1], [1, 0]))

@@ -1,0 +1,174 @@
+"""The command-line tools, called in-process: train -> sweep -> plot, the dispatcher, the demo."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import experiments.cli as cli
+import experiments.demo as demo
+import experiments.plot as plot
+import experiments.sweep as sweep
+import experiments.train as train_cli
+from jscc.results import read_results, sha256_file, validate_results
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, write_pngs):
+    folder = tmp_path_factory.mktemp("imgs")
+    write_pngs(folder, [(32, 32)] * 12, seed=7)
+    return folder
+
+
+def _train(data, out, *extra):
+    argv = ["--data", str(data), "--epochs", "1", "--batch-size", "4", "--val-size", "2", "--quiet",
+            "--threads", "1", "--out", str(out), *extra]
+    assert train_cli.main(argv) == 0
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def ckpt(data, tmp_path_factory):
+    return _train(data, tmp_path_factory.mktemp("run"))
+
+
+def _sweep(ckpt, data, out, *extra):
+    argv = [str(ckpt), "--data", str(data), "--snr", "0:10:5", "--n-channel-draws", "2", "--quiet",
+            "--threads", "1", "--out", str(out), *extra]
+    assert sweep.main(argv) == 0
+    return json.loads(out.read_text())
+
+
+def _assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 1000
+
+
+def test_train_cli_writes_checkpoints(ckpt):
+    run = ckpt.parent
+    assert {"best.pt", "last.pt", "log.csv", "history.json"} <= {p.name for p in run.iterdir()}
+    c = torch.load(ckpt, weights_only=True)
+    assert c["model"] == "deepjscc" and c["config"]["c"] == 8
+    info = c["train"]
+    assert info["channel"] == {"name": "awgn", "csi": "none", "block_length": None}
+    assert info["bandwidth_ratio"] == "1/12" and info["train_snr_db"] == 10.0
+    assert info["n_train_images"] + info["n_val_images"] == 12
+    assert info["command"].startswith("jscc train ")
+    assert len(json.loads((run / "history.json").read_text())) == 1
+
+
+def test_train_sweep_plot_pipeline(ckpt, data, tmp_path):
+    out = tmp_path / "res" / "sweep.json"
+    res = _sweep(ckpt, data, out)
+    validate_results(res)
+    assert read_results(out) == res
+    assert res["k"] == 256
+    assert res["bandwidth_ratio_str"] == "1/12" and res["bandwidth_ratio"] == 256 / 3072
+    assert res["n_channel_draws"] == 2
+    assert res["snr_db"] == [0, 5, 10]
+    assert len(res["metrics"]["psnr"]) == 3 and len(res["metrics"]["psnr_std"]) == 3
+    assert len(res["metrics"]["ssim"]) == 3  # default metrics: psnr and ssim
+    assert res["provenance"]["checkpoint_sha256"] == sha256_file(ckpt)
+    assert res["channel"]["name"] == "awgn"
+    assert res["train_snr_db"] == 10.0
+    assert res["dataset"]["n_images"] == 12
+    assert res["method"] == "deepjscc"
+
+    png = tmp_path / "fig" / "psnr.png"
+    assert plot.main([str(out), "--out", str(png)]) == 0
+    _assert_png(png)
+    png2 = tmp_path / "ssim.png"
+    assert cli.main(["plot", str(out), str(out), "--metric", "ssim", "--std", "--title", "t", "--out", str(png2)]) == 0
+    _assert_png(png2)
+
+
+def test_plot_rejects_other_suffix_and_missing_metric(ckpt, data, tmp_path):
+    out = tmp_path / "r.json"
+    _sweep(ckpt, data, out, "--metrics", "psnr")
+    with pytest.raises(ValueError, match=r"\.png or \.pdf"):
+        plot.main([str(out), "--out", str(tmp_path / "fig.jpg")])
+    with pytest.raises(ValueError, match="no metric 'ssim'"):
+        plot.main([str(out), "--metric", "ssim", "--out", str(tmp_path / "fig.png")])
+
+
+def test_sweep_rayleigh(ckpt, data, tmp_path):
+    res = _sweep(ckpt, data, tmp_path / "ray.json", "--channel", "rayleigh", "--block-length", "1")
+    validate_results(res)
+    assert res["channel"]["name"] == "rayleigh"
+    assert res["channel"]["block_length"] == 1 and res["channel"]["csi"] == "none"
+    assert res["name"].endswith("-rayleigh")
+
+
+@pytest.mark.parametrize("snr", ["a:b", "10:0:1", "nan"])
+def test_sweep_bad_snr_exits(ckpt, data, tmp_path, snr):
+    out = tmp_path / "bad.json"
+    with pytest.raises(SystemExit) as err:
+        sweep.main([str(ckpt), "--data", str(data), "--snr", snr, "--out", str(out)])
+    assert err.value.code not in (0, None)
+    assert not out.exists()
+
+
+def test_sweep_unknown_model_name(data, tmp_path):
+    with pytest.raises(ValueError, match="zoo"):
+        sweep.main(["no-such-zoo-model", "--data", str(data), "--out", str(tmp_path / "r.json")])
+
+
+def test_side_input_model_sweeps_with_recorded_channel(data, tmp_path):
+    ckpt = _train(data, tmp_path / "run", "--channel", "rayleigh", "--csi", "receiver", "--equalization", "side",
+                  "--model-arg", "csi_side_input=true", "--model-arg", "hidden=[8,8,8,8]", "--bandwidth-ratio", "1/24")
+    c = torch.load(ckpt, weights_only=True)
+    assert c["config"] == {"c": 4, "hidden": [8, 8, 8, 8], "csi_side_input": True}
+    res = _sweep(ckpt, data, tmp_path / "side.json")  # no --channel: the recorded one is used
+    validate_results(res)
+    assert res["channel"] == {"name": "rayleigh", "csi": "receiver", "block_length": None, "equalization": "side"}
+    assert res["k"] == 128 and res["bandwidth_ratio_str"] == "1/24"
+
+
+def test_train_cli_bad_ratio(data, tmp_path):
+    with pytest.raises(ValueError, match="not a positive integer"):
+        train_cli.main(["--data", str(data), "--bandwidth-ratio", "1/10", "--out", str(tmp_path / "r")])
+
+
+def test_train_cli_seed_controls_initial_weights(data, tmp_path):
+    finals = []
+    for i, global_seed in enumerate((1, 2)):
+        torch.manual_seed(global_seed)  # e.g. a different process, or earlier work in this one
+        ckpt = _train(data, tmp_path / f"run{i}", "--seed", "0")
+        finals.append(torch.load(ckpt, weights_only=True)["state_dict"])
+    for key in finals[0]:
+        assert torch.equal(finals[0][key], finals[1][key]), key
+
+
+def test_dispatcher(capsys):
+    assert cli.main(["nope"]) == 2
+    captured = capsys.readouterr()
+    assert "unknown subcommand 'nope'" in captured.err and "usage: jscc" in captured.out
+    assert cli.main([]) == 0
+    assert "train" in capsys.readouterr().out
+    assert cli.main(["--help"]) == 0
+
+
+def test_subcommand_help_exits_zero():
+    for name in ("train", "sweep", "plot", "demo"):
+        with pytest.raises(SystemExit) as err:
+            cli.main([name, "--help"])
+        assert err.value.code == 0
+
+
+def test_demo_trains_sweeps_and_plots(tmp_path):
+    out = tmp_path / "demo"
+    argv = ["--train", "--epochs", "1", "--steps-per-epoch", "2", "--snr", "0,10", "--n-channel-draws", "1",
+            "--crop", "64", "--out", str(out)]
+    assert demo.main(argv) == 0
+    res = read_results(out / "results.json")  # validates
+    assert res["snr_db"] == [0.0, 10.0] and len(res["metrics"]["psnr"]) == 2
+    assert res["dataset"]["n_images"] == 2 and res["n_channel_draws"] == 1
+    assert res["k"] == 8 * 64 * 64 // 32 and res["bandwidth_ratio_str"] == "1/12"
+    assert res["provenance"]["checkpoint_sha256"] == sha256_file(out / "train" / "best.pt")
+    assert "ssim" in res["metrics"]
+    _assert_png(out / "psnr_vs_snr.png")
+    _assert_png(out / "grid.png")
