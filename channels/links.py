@@ -88,6 +88,7 @@ __all__ = [
     "design_mcs",
     "expected_quality_choice",
     "feasible_mcs",
+    "get_link",
     "rayleigh_capacity_rate_choice",
     "rayleigh_mcs_choice",
     "rayleigh_success_probability",
@@ -1137,7 +1138,7 @@ def rayleigh_mcs_choice(
 # ----------------------------------------------------------------------------------------
 
 
-def _main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m channels.links",
@@ -1171,4 +1172,4 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    main()

@@ -104,3 +104,19 @@ def apply_device_args(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda requested but CUDA is not available")
+
+
+def parse_key_values(pairs: list[str], option: str) -> dict:
+    """``KEY=VALUE`` strings -> dict, each VALUE parsed as JSON when it is JSON (else kept as a string)."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {option} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

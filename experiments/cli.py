@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "plot": "experiments.plot",
     "demo": "experiments.demo",
     "zoo": "experiments.zoo",
+    "baseline": "experiments.baseline",
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import sys
@@ -17,7 +16,8 @@ import sys
 import torch
 
 from channels import seed_everything
-from experiments.args import add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args
+from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args,
+                             parse_key_values)
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import ImageSet, load_dataset
 from jscc.registry import get_model_class, list_models
@@ -54,19 +54,6 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
-def parse_model_args(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --model-arg expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def build_datasets(args) -> tuple[ImageSet, ImageSet]:
     kw = dict(data_root=args.data_root, download=args.download, crop=args.crop)
     train_set = load_dataset(args.data, train=True, limit=args.limit, **kw)
@@ -87,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_device_args(args)
     seed_everything(args.seed)  # before the model is built: --seed fixes the initial weights
     model_cls = get_model_class(args.model)
-    model = model_cls.from_bandwidth_ratio(args.bandwidth_ratio, **parse_model_args(args.model_arg))
+    model = model_cls.from_bandwidth_ratio(args.bandwidth_ratio, **parse_key_values(args.model_arg, "--model-arg"))
     channel = channel_from_args(args)
     init = None
     if args.init is not None:

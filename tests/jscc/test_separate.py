@@ -1,0 +1,142 @@
+"""Separate source-channel coding baseline: codec bytes over capacity and 5G LDPC links, the cliff."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from experiments import baseline as baseline_cli
+from experiments import plot as plot_cli
+from channels.links import transport_block_info_bits
+from jscc.baselines.separate import PSNR_CAP_DB, SeparateBaseline, baseline_results, channel_uses
+from jscc.data import ImageSet
+from jscc.results import read_results, validate_results
+
+
+@pytest.fixture(scope="module")
+def photos() -> ImageSet:
+    """Six 32x32 crops of scikit-image's astronaut (uint8, offline)."""
+    im = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)
+    crops = [im[:, 100 + 40 * i : 132 + 40 * i, 150 + 30 * i : 182 + 30 * i] for i in range(6)]
+    return ImageSet(torch.stack(crops).contiguous(), "astronaut-crops")
+
+
+def test_channel_uses_exact_arithmetic():
+    assert channel_uses((32, 32), Fraction(1, 12)) == 256
+    assert channel_uses((512, 768), Fraction(1, 16)) == 73728
+    with pytest.raises(ValueError, match="not a positive integer"):
+        channel_uses((32, 32), Fraction(1, 7))
+
+
+def test_capacity_awgn_cliff(photos):
+    """Above the design SNR every image gets its codec reconstruction, below it the fallback."""
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1)
+    point = b.capacity_point(20.0)
+    assert point.bits == int(np.floor(512 * np.log2(1 + 100.0)))  # floor(k log2(1 + snr)) = 3408
+    out = b.sweep([10.0, 19.9, 20.0, 25.0], 20.0, n_channel_draws=2)
+    psnr, std = out["metrics"]["psnr"], out["metrics"]["psnr_std"]
+    fallback = float(np.mean(-10 * np.log10(b.fallback_mse)))
+    delivered = float(b.psnr_delivered(point).mean())
+    assert psnr[0] == pytest.approx(fallback) and psnr[1] == pytest.approx(fallback)
+    assert psnr[2] == pytest.approx(delivered) and psnr[3] == pytest.approx(delivered)
+    assert delivered > fallback + 8  # 426 bytes of JPEG2000 beat the image mean by far
+    # Above the cliff the curve is flat: more SNR buys nothing.
+    assert psnr[2] == psnr[3]
+
+
+def test_quality_grows_with_design_snr_and_oracle_is_the_envelope(photos):
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1)
+    designs = [12.0, 16.0, 20.0, 24.0]
+    delivered = [b.psnr_delivered(b.capacity_point(d)).mean() for d in designs]
+    assert all(x <= y + 1e-9 for x, y in zip(delivered, delivered[1:]))
+    snrs = [12.0, 20.0]
+    oracle = b.sweep(snrs, "oracle", n_channel_draws=1)["metrics"]["psnr"]
+    for d in designs:
+        fixed = b.sweep(snrs, d, n_channel_draws=1)["metrics"]["psnr"]
+        assert all(o >= f - 1e-9 for o, f in zip(oracle, fixed))
+
+
+def test_fallback_when_nothing_fits(photos):
+    """At 0 dB and k/n = 1/48 (k = 64 uses: 8 bytes) no JPEG2000 codestream fits: always the fallback."""
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/48", workers=1)
+    point = b.capacity_point(0.0)
+    assert point.budget_bytes == 8
+    np.testing.assert_allclose(b.psnr_delivered(point), -10 * np.log10(b.fallback_mse))
+    mean = b.sweep([5.0], 0.0, n_channel_draws=1)["metrics"]["psnr"][0]
+    assert mean == pytest.approx(float(np.mean(-10 * np.log10(b.fallback_mse))))
+
+
+def test_dataset_mean_fallback_is_worse_than_image_mean(photos):
+    image_mean = SeparateBaseline(photos, fallback="image_mean", workers=1).fallback_mse
+    dataset_mean = SeparateBaseline(photos, fallback="dataset_mean", workers=1).fallback_mse
+    assert dataset_mean.mean() > image_mean.mean()
+
+
+def test_capacity_rayleigh_outage_rate(photos):
+    """Slow fading: the fraction of delivered images matches 1 - P_out(R) = exp(-(2^R - 1)/snr)."""
+    b = SeparateBaseline(photos, link="capacity", channel="rayleigh", bandwidth_ratio="1/6", workers=1)
+    point = b.capacity_point(10.0)
+    gen = torch.Generator().manual_seed(0)
+    ok = np.concatenate([b.delivered(point, 10.0, gen) for _ in range(3000)])  # 18,000 (image, draw) pairs
+    rate = np.log2(11.0)
+    expected = np.exp(-(2**rate - 1) / 10.0)  # 0.368
+    assert abs(ok.mean() - expected) < 0.015  # ~4 sigma of a binomial proportion at n = 18,000
+
+
+def test_ldpc_exact_link_delivers_codec_bytes_at_high_snr_and_fails_at_low(photos):
+    b = SeparateBaseline(photos, link="ldpc", ldpc_mode="exact", bandwidth_ratio="1/6", accounting="payload", workers=1)
+    point = b.ldpc_point("16QAM-r1/2")
+    assert point.bits == transport_block_info_bits(512, "16QAM-r1/2")
+    gen = torch.Generator().manual_seed(0)
+    b.code([point.budget_bytes])
+    fits = np.array([r is not None for r in b._results[point.budget_bytes]])
+    assert fits.any()
+    np.testing.assert_array_equal(b.delivered(point, 30.0, gen), fits)
+    assert not b.delivered(point, -10.0, gen).any()
+    high = b.sweep([30.0], "16QAM-r1/2", n_channel_draws=1)["metrics"]["psnr"][0]
+    assert high == pytest.approx(float(b.psnr_delivered(point).mean()))
+
+
+def test_bad_input(photos):
+    with pytest.raises(ValueError, match="unknown codec"):
+        SeparateBaseline(photos, codec="bpg")
+    with pytest.raises(ValueError, match="unknown link"):
+        SeparateBaseline(photos, link="turbo")
+    with pytest.raises(ValueError, match="unknown fallback"):
+        SeparateBaseline(photos, fallback="zeros")
+    with pytest.raises(ValueError):
+        SeparateBaseline(photos, bandwidth_ratio="one twelfth")
+    b = SeparateBaseline(photos, workers=1)
+    with pytest.raises(ValueError, match="design must be"):
+        b.sweep([10.0], "best")
+    with pytest.raises(SystemExit, match="--mcs applies"):
+        baseline_cli.main(["--mcs", "QPSK-r1/2", "--out", "x.json"])
+
+
+def test_results_are_schema_valid_and_record_the_setup(photos):
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/12", accounting="payload", workers=1)
+    res = baseline_results(b, [0.0, 10.0, 20.0], 10.0, n_channel_draws=2)
+    validate_results(res)
+    assert res["method"] == "separate" and res["codec"] == "jpeg2000" and res["link"] == "capacity"
+    assert res["design_snr_db"] == 10.0 and res["byte_accounting"] == "payload" and res["fallback"] == "image_mean"
+    assert res["k"] == 256 and res["bandwidth_ratio_str"] == "1/12"
+    assert max(res["metrics"]["psnr"]) < PSNR_CAP_DB
+
+
+def test_baseline_cli_and_plot(tmp_path, write_pngs):
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 4)
+    out = tmp_path / "res"
+    assert baseline_cli.main(["--data", str(tmp_path / "imgs"), "--design-snr", "5", "15", "--design", "oracle",
+                              "--snr", "-5:20:5", "--bandwidth-ratio", "1/6", "--n-channel-draws", "2",
+                              "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 3
+    for f in files:
+        res = read_results(f)
+        assert res["snr_db"] == [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0] and res["n_channel_draws"] == 2
+    png = tmp_path / "cliff.png"
+    assert plot_cli.main([*map(str, files), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
