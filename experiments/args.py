@@ -91,6 +91,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None
     g.add_argument("--data-root", default=None, help="torchvision dataset root (for --data cifar10)")
     g.add_argument("--download", action="store_true", help="allow torchvision to download CIFAR-10 into --data-root")
     g.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    g.add_argument("--data-name", default=None, help="dataset name recorded in results (default: the path)")
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

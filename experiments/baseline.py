@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not policies:
         raise SystemExit("error: give --design-snr VALUE(S), --design oracle|match or --mcs NAME(S)")
     dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
-                           limit=args.limit, crop=args.crop, random_crop=False)
+                           limit=args.limit, crop=args.crop, random_crop=False, name=args.data_name)
     codec = get_codec(args.codec, **parse_key_values(args.codec_arg, "--codec-arg"))
     baseline = SeparateBaseline(dataset, codec=codec, link=args.link, channel=args.channel, bandwidth_ratio=ratio,
                                 accounting=args.byte_accounting, fallback=args.fallback, workers=args.workers,

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     train_info = ckpt.get("train", {})
     channel = channel_from_args(args, fallback=train_info.get("channel"))
     system = JSCCSystem(model, channel).to(args.device)
-    dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False, limit=args.limit)
+    dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False, limit=args.limit,
+                           name=args.data_name)
     metrics = list(args.metrics)
     if "ms_ssim" in metrics:
         from jscc.metrics import ms_ssim_supported

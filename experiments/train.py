@@ -34,6 +34,8 @@ def setup_args() -> argparse.ArgumentParser:
                    help="extra model option, VALUE parsed as JSON (e.g. hidden=[32,64,64,64]); repeatable")
     add_data_args(p, default="sample", help_suffix="; training images")
     p.add_argument("--crop", type=int, default=None, help="train on random CROPxCROP patches (large images)")
+    p.add_argument("--samples-per-epoch", type=int, default=None,
+                   help="with --crop: random crops per epoch (each image repeated evenly; default one per image)")
     p.add_argument("--val-data", default=None, help="validation images (default: hold out --val-size training images)")
     p.add_argument("--val-size", type=int, default=1000, help="validation images (default: %(default)s)")
     add_channel_args(p)
@@ -56,7 +58,7 @@ def setup_args() -> argparse.ArgumentParser:
 
 def build_datasets(args) -> tuple[ImageSet, ImageSet]:
     kw = dict(data_root=args.data_root, download=args.download, crop=args.crop)
-    train_set = load_dataset(args.data, train=True, limit=args.limit, **kw)
+    train_set = load_dataset(args.data, train=True, limit=args.limit, name=args.data_name, **kw)
     if args.val_data is not None:
         val_set = load_dataset(args.val_data, train=False, **kw)
         val_set = val_set.subset(range(min(args.val_size, len(val_set))))
@@ -66,6 +68,10 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
         n_val = min(args.val_size, max(1, len(train_set) // 10))
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))
         val_set, train_set = train_set.subset(order[:n_val]), train_set.subset(order[n_val:])
+    if args.samples_per_epoch is not None:
+        if args.crop is None:
+            raise SystemExit("error: --samples-per-epoch needs --crop")
+        train_set = train_set.subset([i % len(train_set) for i in range(args.samples_per_epoch)])
     return train_set, ImageSet(val_set.images, val_set.name, val_set.crop, random_crop=False)
 
 

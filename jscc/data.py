@@ -165,11 +165,12 @@ def load_dataset(
     crop: int | None = None,
     random_crop: bool = True,
     limit: int | None = None,
+    name: str | None = None,
 ) -> ImageSet:
     """Resolve the command-line data options to an ImageSet.
 
     ``data`` is a folder/file path, ``"sample"`` (scikit-image photos) or ``"cifar10"`` (torchvision,
-    needs ``data_root``).
+    needs ``data_root``). ``name`` overrides the dataset name recorded in results.
     """
     if data is None or data == "sample":
         ds = load_sample_photos(crop=crop, random_crop=random_crop)
@@ -180,8 +181,13 @@ def load_dataset(
         if crop is not None:
             ds = ImageSet(ds.images, ds.name, crop, random_crop)
     else:
-        return load_folder(data, crop=crop, random_crop=random_crop, limit=limit)
-    return ds.subset(range(min(limit, len(ds)))) if limit is not None else ds
+        ds = load_folder(data, crop=crop, random_crop=random_crop, limit=limit)
+        limit = None
+    if limit is not None:
+        ds = ds.subset(range(min(limit, len(ds))))
+    if name:
+        ds.name = name
+    return ds
 
 
 def iterate_batches(
