@@ -172,3 +172,18 @@ def test_demo_trains_sweeps_and_plots(tmp_path):
     assert "ssim" in res["metrics"]
     _assert_png(out / "psnr_vs_snr.png")
     _assert_png(out / "grid.png")
+
+
+def test_demo_with_the_zoo_model(tmp_path):
+    """The default demo path: the shipped CIFAR-10 model on the sample photos, PSNR rising with SNR."""
+    from jscc.zoo import ZOO, weight_path
+
+    assert demo.DEMO_MODEL in ZOO
+    out = tmp_path / "demo"
+    assert demo.main(["--snr", "0,20", "--n-channel-draws", "1", "--crop", "64", "--out", str(out)]) == 0
+    res = read_results(out / "results.json")
+    assert res["provenance"]["checkpoint_sha256"] == sha256_file(weight_path(demo.DEMO_MODEL))
+    assert res["dataset"]["n_images"] == 7
+    psnr = res["metrics"]["psnr"]
+    assert psnr[1] > psnr[0] + 3  # 20 dB is far better than 0 dB for a model trained at 10 dB
+    _assert_png(out / "grid.png")
