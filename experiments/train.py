@@ -18,7 +18,7 @@ import torch
 from channels import seed_everything
 from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args,
                              parse_key_values)
-from jscc.checkpoint import load, resolve_checkpoint
+from jscc.checkpoint import read_checkpoint, resolve_checkpoint
 from jscc.data import ImageSet, load_dataset
 from jscc.registry import get_model_class, list_models
 from jscc.results import sha256_file
@@ -84,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     channel = channel_from_args(args)
     init = None
     if args.init is not None:
-        warm, ckpt = load(args.init, return_checkpoint=True)
+        path = resolve_checkpoint(args.init)
+        ckpt = read_checkpoint(path)
         if ckpt["model"] != args.model or ckpt["config"] != model.config:
             raise SystemExit(f"error: --init {args.init} holds {ckpt['model']} {ckpt['config']}, "
                              f"this run builds {args.model} {model.config}")
-        model.load_state_dict(warm.state_dict(), strict=True)
-        init = {"checkpoint": str(args.init), "sha256": sha256_file(resolve_checkpoint(args.init))}
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+        init = {"checkpoint": str(args.init), "sha256": sha256_file(path)}
     system = JSCCSystem(model, channel)
     train_set, val_set = build_datasets(args)
     snr = args.train_snr_range if args.train_snr_range is not None else (args.train_snr if args.train_snr is not None else 10.0)

@@ -11,8 +11,8 @@ codec library takes and returns. :func:`to_uint8_image` / :func:`to_float_tensor
 from / to the project's ``float32 (3, H, W)`` tensors in ``[0, 1]``.
 
 Byte budget (CONVENTIONS.md, "Separate source-channel coding baseline"): a
-capacity-achieving code delivers ``capacity_bits(k, snr_db) = floor(k log2(1 + snr_lin))``
-bits per image, ``bits_to_bytes`` of them as whole bytes. The codec takes the highest
+capacity-achieving code delivers ``floor(k log2(1 + snr_lin))`` bits per image
+(:func:`channels.links.capacity_link_bits`), ``bits_to_bytes`` of them as whole bytes. The codec takes the highest
 quality whose *counted* bytes fit. Two byte-accounting modes (``byte_accounting``):
 
 * ``full``: the raw codestream, no file container (the DeepJSCC 2019 comparison);
@@ -86,9 +86,7 @@ __all__ = [
     "ACCOUNTING_MODES",
     "FALLBACK_MODES",
     "FALLBACK_BITS",
-    "capacity_bits",
     "bits_to_bytes",
-    "capacity_budget_bytes",
     "to_uint8_image",
     "to_float_tensor",
     "psnr_uint8",
@@ -121,30 +119,11 @@ FALLBACK_BITS = {"image_mean": 24, "dataset_mean": 0}
 # --------------------------------------------------------------------------- budget
 
 
-def capacity_bits(k: int, snr_db: float) -> int:
-    """Bits one image gets over ``k`` complex AWGN channel uses at a capacity-achieving rate.
-
-    ``floor(k * log2(1 + 10**(snr_db / 10)))`` (``snr_db``: Es/N0 per complex use, dB);
-    e.g. ``capacity_bits(256, 10.0) == 885``.
-    """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be a non-negative integer number of channel uses, got {k!r}")
-    snr_db = float(snr_db)
-    if not math.isfinite(snr_db):
-        raise ValueError(f"snr_db must be finite, got {snr_db}")
-    return math.floor(int(k) * math.log2(1.0 + 10.0 ** (snr_db / 10.0)))
-
-
 def bits_to_bytes(bits: int) -> int:
     """Whole bytes in ``bits`` (floor): a codestream is a whole number of bytes."""
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 0:
         raise ValueError(f"bits must be a non-negative integer, got {bits!r}")
     return int(bits) // 8
-
-
-def capacity_budget_bytes(k: int, snr_db: float) -> int:
-    """``bits_to_bytes(capacity_bits(k, snr_db))``: the byte budget at design SNR ``snr_db``."""
-    return bits_to_bytes(capacity_bits(k, snr_db))
 
 
 # --------------------------------------------------------------------------- images

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 import channels.links as L
 from channels import awgn_capacity, rayleigh_outage_probability
-from jscc.baselines.codecs import (FALLBACK_MODES, encode_dataset_to_budgets, fallback_image, get_codec,
+from jscc.baselines.codecs import (FALLBACK_MODES, bits_to_bytes, encode_dataset_to_budgets, fallback_image, get_codec,
                                    to_uint8_image)
 from jscc.data import ImageSet
 from jscc.metrics import MetricAccumulator
@@ -62,7 +62,7 @@ class OperatingPoint:
 
     @property
     def budget_bytes(self) -> int:
-        return self.bits // 8
+        return bits_to_bytes(self.bits)
 
     @property
     def label(self) -> str:

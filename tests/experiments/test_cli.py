@@ -187,3 +187,17 @@ def test_demo_with_the_zoo_model(tmp_path):
     psnr = res["metrics"]["psnr"]
     assert psnr[1] > psnr[0] + 3  # 20 dB is far better than 0 dB for a model trained at 10 dB
     _assert_png(out / "grid.png")
+
+
+def test_train_init_warm_starts_from_a_zoo_model_of_the_same_config(tmp_path, write_pngs):
+    from jscc.checkpoint import read_checkpoint
+    from jscc.zoo import weight_path
+
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 10)
+    common = ["--data", str(tmp_path / "imgs"), "--epochs", "1", "--batch-size", "4", "--val-size", "2",
+              "--quiet", "--threads", "1", "--init", "deepjscc-cifar10-1_12-awgn-snr10"]
+    assert train_cli.main([*common, "--out", str(tmp_path / "run")]) == 0
+    ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["train"]["init"]["sha256"] == sha256_file(weight_path("deepjscc-cifar10-1_12-awgn-snr10"))
+    with pytest.raises(SystemExit, match="--init"):
+        train_cli.main([*common, "--bandwidth-ratio", "1/6", "--out", str(tmp_path / "run2")])

@@ -35,7 +35,9 @@ def test_capacity_awgn_cliff(photos):
     """Above the design SNR every image gets its codec reconstruction, below it the fallback."""
     b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1)
     point = b.capacity_point(20.0)
-    assert point.bits == int(np.floor(512 * np.log2(1 + 100.0)))  # floor(k log2(1 + snr)) = 3408
+    assert point.bits == 3409  # floor(512 log2 101) = floor(3409.004)
+    assert point.budget_bytes == 426
+    assert b.capacity_point(0.0).bits == 512  # log2(2) = 1 exactly
     out = b.sweep([10.0, 19.9, 20.0, 25.0], 20.0, n_channel_draws=2)
     psnr, std = out["metrics"]["psnr"], out["metrics"]["psnr_std"]
     fallback = float(np.mean(-10 * np.log10(b.fallback_mse)))
