@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "demo": "experiments.demo",
     "zoo": "experiments.zoo",
     "baseline": "experiments.baseline",
+    "reproduce": "experiments.reproduce",
 }
 
 

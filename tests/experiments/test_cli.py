@@ -201,3 +201,21 @@ def test_train_init_warm_starts_from_a_zoo_model_of_the_same_config(tmp_path, wr
     assert ckpt["train"]["init"]["sha256"] == sha256_file(weight_path("deepjscc-cifar10-1_12-awgn-snr10"))
     with pytest.raises(SystemExit, match="--init"):
         train_cli.main([*common, "--bandwidth-ratio", "1/6", "--out", str(tmp_path / "run2")])
+
+
+def test_reproduce_runs_in_process_on_a_tiny_subset(tmp_path, write_pngs, capsys):
+    import experiments.reproduce as reproduce
+
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 3)
+    out = tmp_path / "fig"
+    assert reproduce.main(["awgn-cifar10-1_12", "--data", str(tmp_path / "imgs"), "--snr", "0,10,20",
+                           "--n-channel-draws", "1", "--workers", "1", "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert "deepjscc-cifar10-1_12-awgn-snr10.json" in files
+    assert "jpeg2000-capacity-awgn-full-design10dB.json" in files
+    for f in out.glob("*.json"):
+        res = read_results(f)
+        assert res["snr_db"] == [0.0, 10.0, 20.0] and res["dataset"]["n_images"] == 3
+    _assert_png(out.with_suffix(".png"))
+    printed = capsys.readouterr().out
+    assert "not in the zoo yet" in printed or len(files) == 12
