@@ -28,6 +28,7 @@ ZOO: dict[str, dict] = {
                     "psnr": 27.42, "n_channel_draws": 10,
                     "results": "results/deepjscc-cifar10-1_12-awgn-snr10.json"},
     },
+    'deepjscc-cifar10-1_12-awgn-snr1': {'model': 'deepjscc', 'config': {'c': 8, 'hidden': [16, 32, 32, 32], 'csi_side_input': False}, 'file': 'deepjscc-cifar10-1_12-awgn-snr1.pt', 'sha256': 'ca69743b39f925a9ba926532cefcb05723e6a0b707443c00f97768c99bf0efb7', 'bandwidth_ratio': '1/12', 'channel': 'awgn', 'train_snr_db': 1.0, 'train_command': 'jscc train --data ../shared/data/cifar10/train --bandwidth-ratio 1/12 --channel awgn --train-snr 1 --epochs 15 --batch-size 64 --lr 5e-4 --lr-schedule cosine --init deepjscc-cifar10-1_12-awgn-snr10 --out runs/deepjscc-cifar10-1_12-awgn-snr1', 'train_notes': 'best.pt (epoch 15 of 15); warm start from deepjscc-cifar10-1_12-awgn-snr10', 'metrics': {'dataset': 'cifar10-test (JPEG copy)', 'n_images': 10000, 'snr_db': 1.0, 'psnr': 22.268, 'n_channel_draws': 10, 'results': 'results/zoo/deepjscc-cifar10-1_12-awgn-snr1.json'}},
 }
 
 
