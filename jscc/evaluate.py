@@ -39,7 +39,8 @@ def evaluate(
         dataset: test images (batches are ``(B,3,H,W)`` float32 in [0,1]).
         snr_db: test SNRs in dB (Es/N0 per complex channel use).
         n_channel_draws: independent channel realisations per image and SNR.
-        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``).
+        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``);
+            PSNR and the PSNR of the mean MSE are always computed (every results file has them).
         seed: seeds the channel generator, so a sweep is reproducible.
 
     Returns:
@@ -66,7 +67,7 @@ def evaluate(
         x = x.to(device, non_blocking=True)
         size = tuple(x.shape[-2:])
         x_rep = x.repeat(n_channel_draws, 1, 1, 1)
-        z = None if adaptive else system.encode(x_rep[: x.shape[0]]).repeat(n_channel_draws, 1)
+        z = None if adaptive else system.encode(x).repeat(n_channel_draws, 1)
         for i, snr in enumerate(snr_db):
             z_snr = system.encode(x_rep, snr) if adaptive else z
             x_hat = system.receive(z_snr, size, snr, generator=generator)["x_hat"]
@@ -77,8 +78,7 @@ def evaluate(
 
 def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Sequence[str], lpips_model) -> None:
     acc.add(key, "mse", M.mse(x_hat, x))
-    if "psnr" in metrics:
-        acc.add(key, "psnr", M.psnr(x_hat, x))
+    acc.add(key, "psnr", M.psnr(x_hat, x))
     if "ssim" in metrics:
         acc.add(key, "ssim", M.ssim(x_hat, x))
     if "ms_ssim" in metrics:
