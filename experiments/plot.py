@@ -44,15 +44,22 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf"):
         raise ValueError(f"--out must end in .png or .pdf, got {out.name!r}")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for res in results:
+    many = len(results) > 6
+    fig, ax = plt.subplots(figsize=(9.6 if many else 6.4, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    used = {False: 0, True: 0}
+    # Models, then baselines, each by training / design SNR; the i-th baseline takes the i-th model's
+    # colour, so a model and the baseline designed for its training SNR match.
+    for res in sorted(results, key=_order):
         values = res["metrics"].get(metric)
         if values is None:
             raise ValueError(f"result {res['name']!r} has no metric {metric!r} (it has {sorted(res['metrics'])})")
         baseline = "codec" in res
         label = f"{res['name']} (k/n={res['bandwidth_ratio_str']})"
+        color = colors[used[baseline] % len(colors)]
+        used[baseline] += 1
         (line,) = ax.plot(res["snr_db"], values, "--" if baseline else "-", marker="o" if not baseline else "s",
-                          markersize=3.5, label=label)
+                          markersize=3.5, label=label, color=color)
         spread = res["metrics"].get(f"{metric}_std")
         if std and spread is not None:
             lo = [v - s for v, s in zip(values, spread)]
@@ -61,7 +68,10 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
     ax.set_xlabel("channel SNR (dB, Es/N0 per complex channel use)")
     ax.set_ylabel(METRIC_LABELS[metric])
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -69,6 +79,11 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
     fig.savefig(out, dpi=150)
     plt.close(fig)
     return out
+
+
+def _order(res: dict) -> tuple:
+    snr = res.get("design_snr_db") if "codec" in res else res.get("train_snr_db")
+    return ("codec" in res, snr if isinstance(snr, (int, float)) else float("inf"))
 
 
 def main(argv: list[str] | None = None) -> int:
