@@ -121,3 +121,10 @@ def parse_key_values(pairs: list[str], option: str) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def summary_line(results: dict) -> str:
+    """One line for the terminal: name, k, ratio, images and PSNR per SNR of a results dict."""
+    psnr = ", ".join(f"{s:g}: {v:.2f}" for s, v in zip(results["snr_db"], results["metrics"]["psnr"]))
+    return (f"{results['name']}  k={results['k']} ({results['bandwidth_ratio_str']})  "
+            f"{results['dataset']['name']} x{results['dataset']['n_images']}  PSNR (dB) {psnr}")

@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.args import add_data_args, add_snr_args, parse_key_values, parse_snr_list
+from experiments.args import add_data_args, add_snr_args, parse_key_values, parse_snr_list, summary_line
 from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, get_codec, list_codecs
 from jscc.baselines.separate import LINKS, SeparateBaseline, baseline_results
 from jscc.data import load_dataset
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         results = baseline_results(baseline, snrs, policy, n_channel_draws=args.n_channel_draws, seed=args.seed,
                                    command=command, name=args.name if len(policies) == 1 else None)
         path = write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out)
-        psnr = ", ".join(f"{s:g}: {v:.2f}" for s, v in zip(snrs, results["metrics"]["psnr"]))
-        print(f"{results['name']}  k={baseline.k} ({results['bandwidth_ratio_str']})  PSNR (dB) {psnr}")
+        print(summary_line(results))
         print(f"wrote {path}")
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from channels import build_channel
-from experiments.args import add_snr_args, parse_snr_list
+from experiments.args import add_snr_args, parse_snr_list, summary_line
 from experiments.plot import plot_results
 from jscc.baselines.separate import SeparateBaseline, baseline_results
 from jscc.checkpoint import load, resolve_checkpoint
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                             checkpoint_path=resolve_checkpoint(name), command=command)
         results.append(res)
         write_results(res, out / f"{name}.json")
-        psnr = ", ".join(f"{s:g}: {v:.2f}" for s, v in zip(snrs, res["metrics"]["psnr"]))
-        print(f"{name}  PSNR (dB) {psnr}")
+        print(summary_line(res))
     if fig.baseline and not args.no_baseline:
         baseline = SeparateBaseline(dataset, codec="jpeg2000", link="capacity", channel=fig.channel,
                                     bandwidth_ratio=fig.bandwidth_ratio, accounting="full", workers=args.workers)

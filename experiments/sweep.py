@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from experiments.args import (add_channel_args, add_data_args, add_device_args, add_snr_args, apply_device_args,
-                              channel_from_args, parse_snr_list)
+                              channel_from_args, parse_snr_list, summary_line)
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_path=checkpoint_path, command=command, lpips_model=lpips_model, progress=not args.quiet,
     )
     path = write_results(results, args.out)
-    psnr = ", ".join(f"{s:g} dB: {p:.2f}" for s, p in zip(snrs, results["metrics"]["psnr"]))
-    print(f"{name}  k={results['k']} ({results['bandwidth_ratio_str']})  {dataset.name} x{len(dataset)}  PSNR {psnr}")
+    print(summary_line(results))
     print(f"wrote {path}")
     return 0
 

@@ -28,7 +28,6 @@ reconstruction (possible for JPEG on a JPEG-compressed dataset) is capped at
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
