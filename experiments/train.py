@@ -50,7 +50,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init", default=None, metavar="CKPT",
-                   help="warm start: initial weights from a checkpoint or zoo name of the same model and config")
+                   help="warm start: initial weights from a checkpoint or zoo name of the same model and config "
+                        "(or a backbone the model can warm-start from, e.g. deepjscc for adjscc)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_args(p)
     return p
@@ -86,10 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.init is not None:
         path = resolve_checkpoint(args.init)
         ckpt = read_checkpoint(path)
-        if ckpt["model"] != args.model or ckpt["config"] != model.config:
+        if ckpt["model"] == args.model and ckpt["config"] == model.config:
+            model.load_state_dict(ckpt["state_dict"], strict=True)
+        elif hasattr(model, "warm_start"):  # e.g. adjscc or a layered model from a deepjscc backbone
+            try:
+                model.warm_start(ckpt)
+            except ValueError as err:
+                raise SystemExit(f"error: --init {args.init}: {err}") from None
+        else:
             raise SystemExit(f"error: --init {args.init} holds {ckpt['model']} {ckpt['config']}, "
                              f"this run builds {args.model} {model.config}")
-        model.load_state_dict(ckpt["state_dict"], strict=True)
         init = {"checkpoint": str(args.init), "sha256": sha256_file(path)}
     system = JSCCSystem(model, channel)
     train_set, val_set = build_datasets(args)

@@ -8,6 +8,10 @@ image transmission", IEEE TCCN 2019.
     y (B,k)     ─► 5 transposed conv 5x5 (32,32,32,16,3; strides 1,1,1,2,2; PReLU, sigmoid) ─► x_hat
 
 Fully convolutional: any H, W that are multiples of 4, so a CIFAR-trained model runs on Kodak.
+
+:class:`ADJSCC` adds the SNR-conditioned attention feature (AF) modules of Xu, Ai, Chen, Wang &
+Gündüz, "Wireless image transmission using deep source channel coding with attention modules",
+IEEE TCSVT 2022, to this backbone: one model for every SNR.
 """
 from __future__ import annotations
 
@@ -128,6 +132,10 @@ class DeepJSCC(nn.Module):
 
         ``h``: fading realisation broadcastable to ``y``; required iff ``csi_side_input``.
         """
+        return self.decoder(self._decoder_input(y, image_size, h))
+
+    def _decoder_input(self, y: torch.Tensor, image_size: tuple[int, int], h: torch.Tensor | None) -> torch.Tensor:
+        """Symbols ``(B,k)`` (and ``h``) -> the decoder's input feature map ``(B,c or 2c,H/4,W/4)``."""
         height, width = image_size
         shape = (self.c, height // DOWNSAMPLING, width // DOWNSAMPLING)
         features = symbols_to_features(y, shape)
@@ -137,7 +145,89 @@ class DeepJSCC(nn.Module):
             features = torch.cat([features, symbols_to_features(h.expand_as(y), shape)], dim=1)
         elif h is not None:
             raise ValueError("h given to a decoder built without csi_side_input")
-        return self.decoder(features)
+        return features
+
+
+class SNRAttention(nn.Module):
+    """Attention feature module of ADJSCC: channel-wise scaling conditioned on the SNR.
+
+    ``s = 2 * sigmoid(W2 relu(W1 [mean_hw(f), snr_db / 20]))``, ``f <- f * s``. The paper uses
+    ``sigmoid``; the factor 2 with ``W2 = 0`` at initialisation makes the module the identity,
+    so a trained DeepJSCC backbone can warm-start an ADJSCC model (:meth:`ADJSCC.warm_start`).
+
+    Args:
+        channels: feature channels ``C``.
+        hidden: width of the hidden layer (default ``max(C // 4, 8)``; the paper's ``C // 16``
+            with its 256-filter network).
+    """
+
+    def __init__(self, channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(channels // 4, 8)
+        self.context = nn.Sequential(nn.Linear(channels + 1, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        nn.init.zeros_(self.context[2].weight)
+        nn.init.zeros_(self.context[2].bias)
+
+    def forward(self, features: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        """``features`` (B,C,h,w), ``snr_db`` float32 (B,) -> scaled features (B,C,h,w)."""
+        context = torch.cat([features.mean(dim=(2, 3)), snr_db.reshape(-1, 1).to(features.dtype) / 20], dim=1)
+        return features * (2 * torch.sigmoid(self.context(context)))[:, :, None, None]
+
+
+@register_model("adjscc")
+class ADJSCC(DeepJSCC):
+    """DeepJSCC with SNR attention (ADJSCC): an AF module after each hidden encoder and decoder layer.
+
+    Same arguments, channel uses and symbol layout as :class:`DeepJSCC`; ``encode`` and ``decode``
+    need ``snr_db`` (float32 ``(B,)`` in dB, the channel SNR both ends are told). Trained over an
+    SNR range (``jscc train --train-snr-range 0 20``), one model serves every SNR. The official
+    network (GDN, 256 filters) is ~70x the compute; this is the 2019 backbone with AF modules.
+    """
+
+    snr_adaptive = True
+
+    def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False):
+        super().__init__(c=c, hidden=hidden, csi_side_input=csi_side_input)
+        widths = self.config["hidden"]
+        self.encoder_attention = nn.ModuleList(SNRAttention(w) for w in widths)
+        self.decoder_attention = nn.ModuleList(SNRAttention(w) for w in widths[::-1])
+
+    @staticmethod
+    def _run(stack: nn.Sequential, attention: nn.ModuleList, x: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+        layers = list(stack)
+        for i in range(0, len(layers), 2):  # (conv, activation) pairs; AF after the hidden ones
+            x = layers[i + 1](layers[i](x))
+            if i // 2 < len(attention):
+                x = attention[i // 2](x, snr_db)
+        return x
+
+    @staticmethod
+    def _check_snr(snr_db: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if snr_db is None:
+            raise ValueError("ADJSCC is SNR-adaptive: encode/decode need snr_db")
+        return torch.as_tensor(snr_db, dtype=torch.float32).reshape(-1).expand(batch)
+
+    def encode(self, x: torch.Tensor, snr_db: torch.Tensor | None = None) -> torch.Tensor:
+        """Images float32 ``(B,3,H,W)`` in [0,1] and ``snr_db`` (B,) -> complex64 symbols ``(B,k)``."""
+        check_images(x)
+        _check_size(*x.shape[-2:])
+        snr_db = self._check_snr(snr_db, x.shape[0]).to(x.device)
+        return features_to_symbols(self._run(self.encoder, self.encoder_attention, x, snr_db))
+
+    def decode(self, y, image_size, snr_db=None, h=None):
+        """Received symbols ``(B,k)`` and ``snr_db`` (B,) -> reconstruction ``(B,3,H,W)`` in [0,1]."""
+        snr_db = self._check_snr(snr_db, y.shape[0]).to(y.device)
+        return self._run(self.decoder, self.decoder_attention, self._decoder_input(y, image_size, h), snr_db)
+
+    def warm_start(self, checkpoint: dict) -> None:
+        """Initialise from a ``deepjscc`` (or ``adjscc``) checkpoint of the same ``c``/``hidden``:
+        backbone weights are copied, AF modules start as the identity. ValueError otherwise."""
+        if checkpoint["model"] not in ("deepjscc", "adjscc") or checkpoint["config"] != self.config:
+            raise ValueError(f"adjscc {self.config} can warm-start from deepjscc/adjscc with the same config, "
+                             f"not {checkpoint['model']} {checkpoint['config']}")
+        missing, unexpected = self.load_state_dict(checkpoint["state_dict"], strict=False)
+        if unexpected or any(not k.startswith(("encoder_attention.", "decoder_attention.")) for k in missing):
+            raise ValueError(f"checkpoint does not match the backbone: missing {missing}, unexpected {unexpected}")
 
 
 def _check_size(height: int, width: int) -> None:

@@ -203,6 +203,20 @@ def test_train_init_warm_starts_from_a_zoo_model_of_the_same_config(tmp_path, wr
         train_cli.main([*common, "--bandwidth-ratio", "1/6", "--out", str(tmp_path / "run2")])
 
 
+def test_train_adjscc_warm_starts_from_a_deepjscc_backbone(tmp_path, write_pngs):
+    from jscc.checkpoint import read_checkpoint
+
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 10)
+    common = ["--model", "adjscc", "--data", str(tmp_path / "imgs"), "--epochs", "1", "--batch-size", "4",
+              "--val-size", "2", "--quiet", "--threads", "1", "--train-snr-range", "0", "20"]
+    assert train_cli.main([*common, "--init", "deepjscc-cifar10-1_12-awgn-snr10", "--out", str(tmp_path / "run")]) == 0
+    ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["model"] == "adjscc" and ckpt["train"]["train_snr_db"] == [0.0, 20.0]
+    with pytest.raises(SystemExit, match="warm-start"):
+        train_cli.main([*common, "--bandwidth-ratio", "1/6", "--init", "deepjscc-cifar10-1_12-awgn-snr10",
+                        "--out", str(tmp_path / "run2")])
+
+
 def test_reproduce_runs_in_process_on_a_tiny_subset(tmp_path, write_pngs, capsys):
     import experiments.reproduce as reproduce
 
