@@ -125,6 +125,13 @@ def parse_key_values(pairs: list[str], option: str) -> dict:
 
 def summary_line(results: dict) -> str:
     """One line for the terminal: name, k, ratio, images and PSNR per SNR of a results dict."""
-    psnr = ", ".join(f"{s:g}: {v:.2f}" for s, v in zip(results["snr_db"], results["metrics"]["psnr"]))
-    return (f"{results['name']}  k={results['k']} ({results['bandwidth_ratio_str']})  "
-            f"{results['dataset']['name']} x{results['dataset']['n_images']}  PSNR (dB) {psnr}")
+    def per_snr(values, fmt=".2f"):
+        return ", ".join(f"{s:g}: {v:{fmt}}" for s, v in zip(results["snr_db"], values))
+
+    line = (f"{results['name']}  k={results['k']} ({results['bandwidth_ratio_str']})  "
+            f"{results['dataset']['name']} x{results['dataset']['n_images']}  PSNR (dB) {per_snr(results['metrics']['psnr'])}")
+    for layer, prefix in zip(results.get("layers", []), results.get("metrics_per_prefix", [])):
+        line += f"\n  first layers to k/n={layer['cumulative_bandwidth_ratio']:.4g}: PSNR {per_snr(prefix['psnr'])}"
+    if "stop_psnr_db" in results:
+        line += f"\n  mean channel uses per image: {per_snr(results['metrics']['channel_uses'], '.1f')}"
+    return line

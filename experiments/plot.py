@@ -1,11 +1,14 @@
 """``jscc plot``: results JSON files -> a metric-vs-SNR figure (PNG or PDF).
 
 One curve per file, labelled with the result's name; separate-coding baselines (results with a
-``codec``) are dashed, so the cliff effect reads at a glance.
+``codec``) are dashed, so the cliff effect reads at a glance. Layered results (DeepJSCC-l/-f) can
+be drawn per prefix of layers (``--per-prefix``), or as the metric vs cumulative bandwidth ratio
+at one SNR (``--x bandwidth --at-snr 10``), where single-layer results are single points.
 
 Example::
 
     jscc plot results/*.json --metric psnr --out results/psnr_vs_snr.png
+    jscc plot layered.json single_1_12.json single_1_6.json --x bandwidth --at-snr 10 --out bw.png
 """
 from __future__ import annotations
 
@@ -29,13 +32,34 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("results", nargs="+", help="results JSON files")
     p.add_argument("--metric", default="psnr", choices=sorted(METRIC_LABELS))
     p.add_argument("--std", action="store_true", help="shade +-1 standard deviation across images and draws")
+    p.add_argument("--per-prefix", action="store_true", help="layered results: one curve per prefix of layers")
+    p.add_argument("--x", choices=["snr", "bandwidth"], default="snr",
+                   help="x axis: test SNR (default) or cumulative bandwidth ratio k/n at --at-snr")
+    p.add_argument("--at-snr", type=float, default=None, help="with --x bandwidth: the test SNR (dB) to plot")
     p.add_argument("--title", default=None)
     p.add_argument("--out", required=True, help="output figure (.png or .pdf)")
     return p
 
 
-def plot_results(results: list[dict], metric: str, out: str | Path, *, title: str | None = None, std: bool = False) -> Path:
-    """Draw ``metric`` vs ``snr_db`` for each results dict and save the figure to ``out``."""
+def expand_prefixes(results: list[dict]) -> list[dict]:
+    """Replace each layered result by one result per prefix of its layers (named ``<name> [1..i]``,
+    with the prefix's cumulative bandwidth ratio); other results pass through unchanged."""
+    from jscc.results import bandwidth_ratio_str
+
+    expanded = []
+    for res in results:
+        if "metrics_per_prefix" not in res:
+            expanded.append(res)
+            continue
+        n = round(res["k"] / res["bandwidth_ratio"])
+        for i, (layer, metrics) in enumerate(zip(res["layers"], res["metrics_per_prefix"])):
+            k = sum(layer["k"] for layer in res["layers"][: i + 1])
+            expanded.append({**res, "name": f"{res['name']} [layers 1..{i + 1}]", "metrics": metrics, "k": k,
+                             "bandwidth_ratio": k / n, "bandwidth_ratio_str": bandwidth_ratio_str(k, n)})
+    return expanded
+
+
+def _new_figure(out: str | Path, wide: bool):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +68,48 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf"):
         raise ValueError(f"--out must end in .png or .pdf, got {out.name!r}")
+    fig, ax = plt.subplots(figsize=(9.6 if wide else 6.4, 4.4))
+    return out, plt, fig, ax
+
+
+def _finish(out: Path, plt, fig, ax, *, many: bool, title: str | None) -> Path:
+    ax.grid(True, alpha=0.3)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def plot_vs_bandwidth(results: list[dict], metric: str, snr_db: float, out: str | Path, *, title: str | None = None) -> Path:
+    """Draw ``metric`` at test SNR ``snr_db`` vs cumulative bandwidth ratio: a line through the
+    prefixes of each layered result, a single point for each single-layer result."""
+    out, plt, fig, ax = _new_figure(out, len(results) > 6)
+    for res in results:
+        if not any(abs(s - snr_db) < 1e-9 for s in res["snr_db"]):
+            raise ValueError(f"result {res['name']!r} has no SNR point at {snr_db:g} dB (it has {res['snr_db']})")
+        j = next(i for i, s in enumerate(res["snr_db"]) if abs(s - snr_db) < 1e-9)
+        sets = res.get("metrics_per_prefix", [res["metrics"]])
+        if any(metric not in m for m in sets):
+            raise ValueError(f"result {res['name']!r} has no metric {metric!r}")
+        ratios = [layer["cumulative_bandwidth_ratio"] for layer in res["layers"]] if "layers" in res else [res["bandwidth_ratio"]]
+        ax.plot(ratios, [m[metric][j] for m in sets], "--" if "codec" in res else "-", marker="o", markersize=5,
+                label=res["name"])
+    ax.set_xlabel("cumulative bandwidth ratio k/n")
+    ax.set_ylabel(f"{METRIC_LABELS[metric]} at {snr_db:g} dB")
+    return _finish(out, plt, fig, ax, many=len(results) > 6, title=title)
+
+
+def plot_results(results: list[dict], metric: str, out: str | Path, *, title: str | None = None, std: bool = False) -> Path:
+    """Draw ``metric`` vs ``snr_db`` for each results dict and save the figure to ``out``."""
     many = len(results) > 6
-    fig, ax = plt.subplots(figsize=(9.6 if many else 6.4, 4.4))
+    out, plt, fig, ax = _new_figure(out, many)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     used = {False: 0, True: 0}
     # Models, then baselines, each by training / design SNR; the i-th baseline takes the i-th model's
@@ -67,18 +131,7 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
             ax.fill_between(res["snr_db"], lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("channel SNR (dB, Es/N0 per complex channel use)")
     ax.set_ylabel(METRIC_LABELS[metric])
-    ax.grid(True, alpha=0.3)
-    if many:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return _finish(out, plt, fig, ax, many=many, title=title)
 
 
 def _order(res: dict) -> tuple:
@@ -89,7 +142,16 @@ def _order(res: dict) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     results = [read_results(p) for p in args.results]
-    path = plot_results(results, args.metric, args.out, title=args.title, std=args.std)
+    if args.x == "bandwidth":
+        if args.at_snr is None:
+            raise SystemExit("error: --x bandwidth needs --at-snr")
+        try:
+            path = plot_vs_bandwidth(results, args.metric, args.at_snr, args.out, title=args.title)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+    else:
+        path = plot_results(expand_prefixes(results) if args.per_prefix else results, args.metric, args.out,
+                            title=args.title, std=args.std)
     print(f"wrote {path}")
     return 0
 

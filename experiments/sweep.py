@@ -31,6 +31,11 @@ def setup_args() -> argparse.ArgumentParser:
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
     p.add_argument("--batch-size", type=int, default=128)
     add_channel_args(p, default=None)
+    p.add_argument("--stop-psnr", type=float, default=None, metavar="DB",
+                   help="layered models sending layer by layer (deepjscc-f, deepjscc-l-residual): variable-length "
+                        "mode, each image stops once the transmitter's estimate reaches DB")
+    p.add_argument("--feedback-snr", default=None, metavar="DB",
+                   help="deepjscc-f: evaluate with this feedback SNR in dB, or 'noiseless' (default: as trained)")
     p.add_argument("--name", default=None, help="result name (default: from the checkpoint and channel)")
     p.add_argument("--out", required=True, help="results JSON file")
     p.add_argument("--quiet", action="store_true")
@@ -55,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load(args.model, return_checkpoint=True)
     train_info = ckpt.get("train", {})
     channel = channel_from_args(args, fallback=train_info.get("channel"))
+    if args.feedback_snr is not None:
+        if not hasattr(model, "feedback_snr_db"):
+            raise SystemExit(f"error: --feedback-snr applies to deepjscc-f, not {model.registry_name}")
+        model.feedback_snr_db = None if args.feedback_snr == "noiseless" else float(args.feedback_snr)
     system = JSCCSystem(model, channel).to(args.device)
+    if args.stop_psnr is not None and not hasattr(model, "encode_layer"):
+        raise SystemExit(f"error: --stop-psnr needs a model that sends layer by layer, not {model.registry_name}")
     dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False, limit=args.limit,
                            name=args.data_name)
     metrics = list(args.metrics)
@@ -78,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         system, dataset, snrs, name=name, n_channel_draws=args.n_channel_draws, metrics=metrics,
         batch_size=args.batch_size, seed=args.seed, device=args.device, train_snr_db=snr_train,
         checkpoint_path=checkpoint_path, command=command, lpips_model=lpips_model, progress=not args.quiet,
+        stop_psnr_db=args.stop_psnr,
     )
     path = write_results(results, args.out)
     print(summary_line(results))

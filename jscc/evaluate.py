@@ -3,6 +3,8 @@
 Metrics are computed per (image, channel draw) and averaged over both (CONVENTIONS.md,
 Metrics). Models whose encoder ignores the SNR encode each batch once and reuse the symbols
 for every SNR and draw; the draws of one batch are decoded together as one larger batch.
+Layered models (DeepJSCC-l, DeepJSCC-f) are run end to end per SNR and also report every
+prefix of their layers and the channel uses actually spent.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     lpips_model=None,
     progress: bool = False,
+    stop_psnr_db: float | None = None,
 ) -> dict[str, list[float]]:
     """Mean and std of each metric per SNR point.
 
@@ -42,10 +45,14 @@ def evaluate(
         metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``);
             PSNR and the PSNR of the mean MSE are always computed (every results file has them).
         seed: seeds the channel generator, so a sweep is reproducible.
+        stop_psnr_db: variable-length mode of layered models (see :mod:`jscc.models.layered`).
 
     Returns:
         The ``metrics`` dict of the results file: ``{"psnr": [...], "psnr_std": [...], ...,
-        "psnr_of_mean_mse": [...]}``, one value per SNR.
+        "psnr_of_mean_mse": [...]}``, one value per SNR. Layered models add ``channel_uses``
+        (complex uses per image actually sent, mean and std), ``target_reached`` (fraction, with
+        ``stop_psnr_db``) and ``per_prefix``: one such dict per prefix of layers (the results
+        file's ``metrics_per_prefix``).
     """
     unknown = set(metrics) - set(IMAGE_METRICS)
     if unknown:
@@ -63,17 +70,35 @@ def evaluate(
     adaptive = getattr(system.model, "snr_adaptive", True)
     batches = iterate_batches(dataset, batch_size)
     n_batches = -(-len(dataset) // batch_size) if dataset.stacked or dataset.crop is not None else len(dataset)
+    layered = system.layered
+    if stop_psnr_db is not None and not layered:
+        raise ValueError(f"{system.model.registry_name} has no variable-length mode (stop_psnr_db)")
     for x in tqdm(batches, total=n_batches, desc="sweep", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
         size = tuple(x.shape[-2:])
         x_rep = x.repeat(n_channel_draws, 1, 1, 1)
+        if layered:
+            layer_uses = system.model.layer_channel_uses(*size)
+            for i, snr in enumerate(snr_db):
+                out = system(x_rep, snr, generator=generator, stop_psnr_db=stop_psnr_db)
+                _accumulate(acc, i, out["x_hat"], x_rep, metrics, lpips_model)
+                acc.add(i, "channel_uses", out["layers_sent"] * layer_uses)
+                if stop_psnr_db is not None:
+                    acc.add(i, "target_reached", out["target_reached"].double())
+                for p in range(out["x_hat_prefix"].shape[1]):
+                    _accumulate(acc, (i, p), out["x_hat_prefix"][:, p], x_rep, metrics, lpips_model)
+            continue
         z = None if adaptive else system.encode(x).repeat(n_channel_draws, 1)
         for i, snr in enumerate(snr_db):
             z_snr = system.encode(x_rep, snr) if adaptive else z
             x_hat = system.receive(z_snr, size, snr, generator=generator)["x_hat"]
             _accumulate(acc, i, x_hat, x_rep, metrics, lpips_model)
     system.train(was_training)
-    return acc.summary()
+    summary = acc.summary(range(len(snr_db)))
+    if layered:
+        summary.pop("target_reached_std", None)
+        summary["per_prefix"] = [acc.summary([(i, p) for i in range(len(snr_db))]) for p in range(system.model.layers)]
+    return summary
 
 
 def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Sequence[str], lpips_model) -> None:
@@ -103,6 +128,7 @@ def sweep_results(
     command: str | None = None,
     lpips_model=None,
     progress: bool = False,
+    stop_psnr_db: float | None = None,
 ) -> dict:
     """Run :func:`evaluate` and return the ``jscc-results/1`` dict (validated by the writer).
 
@@ -112,7 +138,9 @@ def sweep_results(
     from jscc.results import bandwidth_ratio_str, provenance
 
     summary = evaluate(system, dataset, snr_db, n_channel_draws=n_channel_draws, batch_size=batch_size,
-                       metrics=metrics, seed=seed, device=device, lpips_model=lpips_model, progress=progress)
+                       metrics=metrics, seed=seed, device=device, lpips_model=lpips_model, progress=progress,
+                       stop_psnr_db=stop_psnr_db)
+    per_prefix = summary.pop("per_prefix", None)
     sizes = {dataset.image_size(i) for i in range(len(dataset))}
     height, width = dataset.image_size(0)
     k = system.channel_uses(height, width)
@@ -132,6 +160,13 @@ def sweep_results(
         "n_channel_draws": n_channel_draws,
         "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed),
     }
+    if per_prefix is not None:
+        results["metrics_per_prefix"] = per_prefix
+        results["layers"] = system.model.layer_info(height, width)
+        if getattr(system.model, "feedback_snr_db", "n/a") != "n/a":
+            results["feedback_snr_db"] = system.model.feedback_snr_db
+        if stop_psnr_db is not None:
+            results["stop_psnr_db"] = float(stop_psnr_db)
     if len(sizes) > 1:
         results["notes"] = f"{len(sizes)} image sizes; k is that of the first image ({height}x{width})"
     return results

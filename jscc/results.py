@@ -118,6 +118,14 @@ def _semantic_problems(obj: dict[str, Any]) -> list[str]:
                     "(store the exact float k / n)"
                 )
 
+    layers, prefixes = obj.get("layers"), obj.get("metrics_per_prefix")
+    if isinstance(layers, list) and isinstance(prefixes, list) and len(layers) != len(prefixes):
+        problems.append(f"$.metrics_per_prefix: has {len(prefixes)} entries but layers has {len(layers)}")
+    if isinstance(layers, list) and layers and all(isinstance(layer, dict) for layer in layers):
+        total = sum(layer.get("k", 0) for layer in layers)
+        if total != obj.get("k"):
+            problems.append(f"$.layers: the layers' k sum to {total} but k is {obj.get('k')}")
+
     train = obj.get("train_snr_db")
     if isinstance(train, list) and len(train) == 2 and all(isinstance(t, (int, float)) for t in train):
         if train[0] > train[1]:

@@ -43,7 +43,10 @@ class TrainConfig:
 
     ``train_snr_db`` is one SNR in dB or a ``[lo, hi]`` range sampled uniformly per image.
     ``lr_schedule``: ``"none"``, ``"cosine"`` (to ``lr_min`` at the last epoch) or ``"step"``
-    (x0.1 at 60% and 85% of the epochs).
+    (x0.1 at 60% and 85% of the epochs). The loss is the model's ``loss(out, x)`` where it has one
+    (layered models: weighted prefix MSEs), else the MSE of ``x_hat``. ``train_layer``: layer-by-layer
+    training of layered models (the official DeepJSCC-f schedule): only that layer's modules train,
+    on its prefix's loss, and validation reports that prefix.
     """
 
     epochs: int = 30
@@ -57,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     channels_last: bool = False
+    train_layer: int | None = None  # layered models: train only this layer (1-based), earlier ones frozen
     extra: dict = field(default_factory=dict)  # dataset names, channel config, command: recorded as-is
 
     def __post_init__(self):
@@ -153,9 +157,14 @@ def train(
     if cfg.channels_last:
         system.to(memory_format=torch.channels_last)
     net = DistributedDataParallel(system, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else system
-    optimizer = torch.optim.Adam(system.parameters(), lr=cfg.lr)
-    scheduler = make_scheduler(optimizer, cfg)
     model = system.model
+    if cfg.train_layer is not None:
+        if not hasattr(model, "set_train_layer"):
+            raise ValueError(f"{model.registry_name} has no layers: train_layer applies to layered models")
+        model.set_train_layer(cfg.train_layer)
+    optimizer = torch.optim.Adam([p for p in system.parameters() if p.requires_grad], lr=cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg)
+    loss_fn = getattr(model, "loss", None) or (lambda out, x: F.mse_loss(out["x_hat"], x))
     train_info = {**cfg.extra, **{k: v for k, v in asdict(cfg).items() if k != "extra"}}
 
     start_epoch, history, best_psnr = 0, [], -math.inf
@@ -194,8 +203,7 @@ def train(
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             snr = sample_snr(cfg, x.shape[0], chan_gen, device)
-            x_hat = net(x, snr, generator=chan_gen)["x_hat"]
-            loss = F.mse_loss(x_hat, x)
+            loss = loss_fn(net(x, snr, generator=chan_gen), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -212,6 +220,8 @@ def train(
                 dist.barrier()  # rank 0 validates and writes the checkpoint
                 continue
         val = evaluate(system, val_set, [cfg.val_snr_db], n_channel_draws=cfg.val_draws, seed=cfg.seed, device=device)
+        if cfg.train_layer is not None:
+            val = val["per_prefix"][cfg.train_layer - 1]
         record = {
             "epoch": epoch + 1,
             "train_mse": loss_sum.item() / n_steps,

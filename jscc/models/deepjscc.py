@@ -57,6 +57,50 @@ def _deconv(cin: int, cout: int, stride: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, 5, stride=stride, padding=2, output_padding=stride - 1)
 
 
+STRIDES = (2, 2, 1, 1, 1)
+
+
+def encoder_stack(in_channels: int, hidden: list[int], out_channels: int) -> nn.Sequential:
+    """The 2019 encoder: five 5x5 convs (``hidden`` filters, then ``out_channels``), strides
+    2,2,1,1,1, each followed by PReLU. ``(B,in,H,W) -> (B,out,H/4,W/4)``."""
+    filters = [in_channels, *hidden, out_channels]
+    layers: list[nn.Module] = []
+    for cin, cout, stride in zip(filters[:-1], filters[1:], STRIDES):
+        layers += [_conv(cin, cout, stride), nn.PReLU(cout)]
+    return nn.Sequential(*layers)
+
+
+def decoder_stack(in_channels: int, hidden: list[int]) -> nn.Sequential:
+    """The 2019 decoder: five 5x5 transposed convs (``hidden`` reversed, then 3), strides
+    1,1,1,2,2, PReLU and a final sigmoid. ``(B,in,h,w) -> (B,3,4h,4w)`` in [0,1]."""
+    filters = [in_channels, *hidden[::-1], 3]
+    layers: list[nn.Module] = []
+    for i, (cin, cout, stride) in enumerate(zip(filters[:-1], filters[1:], STRIDES[::-1])):
+        layers += [_deconv(cin, cout, stride), nn.Sigmoid() if i == len(STRIDES) - 1 else nn.PReLU(cout)]
+    return nn.Sequential(*layers)
+
+
+def copy_stack(dst: nn.Sequential, src: nn.Sequential) -> None:
+    """Copy the weights of a trained stack into ``dst`` of the same widths, except that ``dst``'s
+    first layer may take more input channels: the extra inputs get zero weights, so ``dst``
+    computes exactly what ``src`` does on the first inputs (a warm start that ignores the new ones)."""
+    if len(dst) != len(src):
+        raise ValueError(f"stacks differ in depth ({len(dst)} vs {len(src)})")
+    with torch.no_grad():
+        for i, (d, s) in enumerate(zip(dst, src)):
+            for name, ps in s.named_parameters():
+                pd = dict(d.named_parameters())[name]
+                if pd.shape == ps.shape:
+                    pd.copy_(ps)
+                    continue
+                in_dim = 1 if isinstance(d, nn.Conv2d) else 0  # ConvTranspose2d weights are (in, out, k, k)
+                grown = [a for a, (x, y) in enumerate(zip(pd.shape, ps.shape)) if x != y]
+                if i != 0 or grown != [in_dim] or pd.shape[in_dim] < ps.shape[in_dim]:
+                    raise ValueError(f"layer {i} {name}: cannot copy {tuple(ps.shape)} into {tuple(pd.shape)}")
+                pd.zero_()
+                pd.narrow(in_dim, 0, ps.shape[in_dim]).copy_(ps)
+
+
 @register_model("deepjscc")
 class DeepJSCC(nn.Module):
     """The 2019 DeepJSCC autoencoder (power normalisation and channel live in the system wrapper).
@@ -81,19 +125,8 @@ class DeepJSCC(nn.Module):
         self.config = {"c": int(c), "hidden": hidden, "csi_side_input": bool(csi_side_input)}
         self.c = int(c)
         self.csi_side_input = bool(csi_side_input)
-        enc_filters = [3, *hidden, self.c]
-        strides = [2, 2, 1, 1, 1]
-        layers: list[nn.Module] = []
-        for cin, cout, s in zip(enc_filters[:-1], enc_filters[1:], strides):
-            layers += [_conv(cin, cout, s), nn.PReLU(cout)]
-        self.encoder = nn.Sequential(*layers)
-
-        dec_in = self.c * (2 if self.csi_side_input else 1)
-        dec_filters = [dec_in, *hidden[::-1], 3]  # c -> 32,32,32,16 -> 3
-        layers = []
-        for i, (cin, cout, s) in enumerate(zip(dec_filters[:-1], dec_filters[1:], strides[::-1])):
-            layers += [_deconv(cin, cout, s), nn.Sigmoid() if i == 4 else nn.PReLU(cout)]
-        self.decoder = nn.Sequential(*layers)
+        self.encoder = encoder_stack(3, hidden, self.c)
+        self.decoder = decoder_stack(self.c * (2 if self.csi_side_input else 1), hidden)
 
     @classmethod
     def from_bandwidth_ratio(cls, ratio: Fraction | str | float, **kwargs) -> "DeepJSCC":

@@ -217,6 +217,34 @@ def test_train_adjscc_warm_starts_from_a_deepjscc_backbone(tmp_path, write_pngs)
                         "--out", str(tmp_path / "run2")])
 
 
+def test_layered_train_layer_by_layer_sweep_and_plots(data, tmp_path):
+    from jscc.checkpoint import read_checkpoint
+
+    common = ["--model", "deepjscc-f", "--bandwidth-ratio", "1/6", "--model-arg", "layers=2",
+              "--model-arg", "feedback_snr_db=20"]
+    stage1 = _train(data, tmp_path / "s1", *common, "--train-layer", "1")
+    stage2 = _train(data, tmp_path / "s2", *common, "--train-layer", "2", "--init", str(stage1))
+    before, after = read_checkpoint(stage1)["state_dict"], read_checkpoint(stage2)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoders.0.", "decoders.0.")))
+    assert not torch.equal(before["encoders.1.0.weight"], after["encoders.1.0.weight"])
+    res = _sweep(stage2, data, tmp_path / "f.json", "--stop-psnr", "15", "--feedback-snr", "noiseless")
+    assert res["stop_psnr_db"] == 15.0 and res["feedback_snr_db"] is None
+    assert len(res["metrics_per_prefix"]) == 2 and [layer["k"] for layer in res["layers"]] == [256, 256]
+    assert all(256 <= u <= 512 for u in res["metrics"]["channel_uses"])
+    single = _sweep(ckpt_single := _train(data, tmp_path / "single"), data, tmp_path / "single.json")
+    assert single["k"] == 256 and ckpt_single.exists()
+    for extra in (["--per-prefix"], ["--x", "bandwidth", "--at-snr", "10"]):
+        out = tmp_path / f"plot{len(extra)}.png"
+        assert plot.main([str(tmp_path / "f.json"), str(tmp_path / "single.json"), *extra, "--out", str(out)]) == 0
+        _assert_png(out)
+    with pytest.raises(SystemExit, match="no SNR point"):
+        plot.main([str(tmp_path / "f.json"), "--x", "bandwidth", "--at-snr", "7", "--out", str(tmp_path / "x.png")])
+    with pytest.raises(SystemExit, match="--stop-psnr"):
+        _sweep(ckpt_single, data, tmp_path / "bad.json", "--stop-psnr", "20")
+    with pytest.raises(ValueError, match="layered"):
+        _train(data, tmp_path / "bad", "--train-layer", "1")
+
+
 def test_reproduce_runs_in_process_on_a_tiny_subset(tmp_path, write_pngs, capsys):
     import experiments.reproduce as reproduce
 

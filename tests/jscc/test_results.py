@@ -131,6 +131,13 @@ def test_missing_nested_required_and_bad_values_all_listed():
         assert any(p.startswith(path) for p in problems), path
 
 
+def test_layers_must_match_prefixes_and_k():
+    r = _full_example()
+    validate_results(r)
+    r["layers"][1]["k"] = 100
+    assert _problems(r) == ["$.layers: the layers' k sum to 228 but k is 256"]
+
+
 def test_metric_length_mismatch():
     r = _full_example()
     r["metrics"]["psnr_std"] = [1.9, 2.0]
@@ -142,6 +149,7 @@ def test_metric_length_mismatch():
         "$.metrics.perceptual.values: has 1 values but snr_db has 3",
         "$.metrics_per_prefix[0].psnr: has 4 values but snr_db has 3",
         "$.mcs: has 1 values but snr_db has 3",
+        "$.metrics_per_prefix: has 1 entries but layers has 2",
     ]
 
 
