@@ -24,12 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     if not ZOO:
         print("the zoo is empty")
         return 0
-    print(f"{'name':40s} {'k/n':>6s} {'train SNR':>9s}  measured")
+    print(f"{'name':44s} {'k/n':>6s} {'train SNR':>9s}  measured")
     for name, entry in sorted(ZOO.items()):
         m = entry["metrics"]
-        print(f"{name:40s} {entry['bandwidth_ratio']:>6s} {entry['train_snr_db']:>9g}  "
-              f"PSNR {m['psnr']:.2f} dB at {m['snr_db']:g} dB on {m['dataset']} ({m['n_channel_draws']} draws)")
+        snr = entry["train_snr_db"]
+        train = f"{snr[0]:g}-{snr[1]:g}" if isinstance(snr, list) else f"{snr:g}"
+        psnr = "/".join(f"{v:.2f}" for v in _as_list(m["psnr"]))
+        at = "/".join(f"{v:g}" for v in _as_list(m["snr_db"]))
+        prefixes = m.get("psnr_per_prefix")
+        layers = f" (layers 1..i: {'/'.join(f'{v:.2f}' for v in prefixes)})" if prefixes else ""
+        print(f"{name:44s} {entry['bandwidth_ratio']:>6s} {train:>9s}  "
+              f"PSNR {psnr} dB{layers} at {at} dB on {m['dataset']} ({m['n_channel_draws']} draws)")
     return 0
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 if __name__ == "__main__":
