@@ -2,7 +2,9 @@
 
 Each figure sweeps every zoo model of its family over the test SNRs (a fixed 1,000-image subset
 by default, ``--full`` for all images) and puts JPEG2000 over a capacity-achieving link designed
-for the same training SNRs beside them (the cliff). Results files and the PNG go to
+for the same training SNRs beside them (the cliff), or, for the ``adaptive-*`` figures, the
+SNR-adaptive model beside the per-SNR models and their envelope (the best per-SNR model at each
+test SNR). Results files and the PNG go to
 ``--out`` (default ``results/<FIGURE>/``). Zoo models a figure expects but the zoo lacks are
 listed, not hidden.
 
@@ -42,6 +44,7 @@ class Figure:
     bandwidth_ratio: str
     channel: str = "awgn"
     baseline: bool = True
+    adaptive: str | None = None  # zoo name of an SNR-adaptive model drawn against the per-SNR envelope
 
 
 FIGURES = {
@@ -51,6 +54,12 @@ FIGURES = {
                                "deepjscc-cifar10-1_6-awgn", (1, 4, 7, 10, 13, 19), "1/6"),
     "rayleigh-cifar10-1_6": Figure("DeepJSCC (no CSI) vs JPEG2000 + capacity (outage), CIFAR-10, k/n = 1/6, slow Rayleigh",
                                    "deepjscc-cifar10-1_6-rayleigh", (1, 10, 19), "1/6", channel="rayleigh"),
+    "adaptive-cifar10-1_12": Figure("ADJSCC (one model, SNR-adaptive) vs per-SNR DeepJSCC, CIFAR-10, k/n = 1/12, AWGN",
+                                    "deepjscc-cifar10-1_12-awgn", (1, 4, 7, 10, 13, 19), "1/12", baseline=False,
+                                    adaptive="adjscc-cifar10-1_12-awgn"),
+    "adaptive-cifar10-1_6": Figure("ADJSCC (one model, SNR-adaptive) vs per-SNR DeepJSCC, CIFAR-10, k/n = 1/6, AWGN",
+                                   "deepjscc-cifar10-1_6-awgn", (1, 4, 7, 10, 13, 19), "1/6", baseline=False,
+                                   adaptive="adjscc-cifar10-1_6-awgn"),
 }
 
 
@@ -68,6 +77,23 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
+def envelope(results: list[dict], *, name: str) -> dict:
+    """The best of several results at each SNR point (same SNRs, dataset and bandwidth ratio):
+    PSNR and its std from the model that is best there; ``notes`` names the model per SNR."""
+    snrs = results[0]["snr_db"]
+    if any(r["snr_db"] != snrs or r["k"] != results[0]["k"] for r in results):
+        raise ValueError("an envelope needs results over the same SNRs and bandwidth")
+    best = [max(results, key=lambda r: r["metrics"]["psnr"][i]) for i in range(len(snrs))]
+    env = {key: results[0][key] for key in ("schema", "dataset", "channel", "k", "bandwidth_ratio",
+                                            "bandwidth_ratio_str", "snr_db", "n_channel_draws", "provenance")}
+    env.update(name=name, method="envelope", train_snr_db=None, metrics={
+        "psnr": [b["metrics"]["psnr"][i] for i, b in enumerate(best)],
+        "psnr_std": [b["metrics"]["psnr_std"][i] for i, b in enumerate(best)],
+    }, notes="best model per SNR: " + ", ".join(f"{s:g} dB {b['name']}" for s, b in zip(snrs, best)))
+    env["provenance"] = {**env["provenance"], "checkpoint_sha256": None}
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     fig = FIGURES[args.figure]
@@ -79,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = dataset.subset(range(0, step * SUBSET_SIZE, step))
         dataset.name = f"{args.data_name}, every {step}th image ({SUBSET_SIZE})"
     command = "jscc reproduce " + shlex.join(sys.argv[2:] if argv is None else argv)
-    names = [f"{fig.prefix}-snr{s:g}" for s in fig.train_snrs]
+    names = [f"{fig.prefix}-snr{s:g}" for s in fig.train_snrs] + ([fig.adaptive] if fig.adaptive else [])
     missing = [n for n in names if n not in ZOO]
     results = []
     for name in (n for n in names if n in ZOO):
@@ -91,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         write_results(res, out / f"{name}.json")
         print(summary_line(res))
+    per_snr = [r for r in results if r["name"] != fig.adaptive]
+    if fig.adaptive and len(per_snr) > 1:
+        res = envelope(per_snr, name=f"{fig.prefix} per-SNR envelope")
+        results.append(res)
+        write_results(res, out / "per-snr-envelope.json")
     if fig.baseline and not args.no_baseline:
         baseline = SeparateBaseline(dataset, codec="jpeg2000", link="capacity", channel=fig.channel,
                                     bandwidth_ratio=fig.bandwidth_ratio, accounting="full", workers=args.workers)

@@ -261,3 +261,20 @@ def test_reproduce_runs_in_process_on_a_tiny_subset(tmp_path, write_pngs, capsys
     _assert_png(out.with_suffix(".png"))
     printed = capsys.readouterr().out
     assert "not in the zoo yet" in printed or len(files) == 12
+
+
+def test_reproduce_envelope_takes_the_best_model_per_snr():
+    from experiments.reproduce import envelope
+
+    def res(name, psnr):
+        return {"schema": "jscc-results/1", "name": name, "method": "deepjscc", "dataset": {"name": "d", "n_images": 1},
+                "channel": {"name": "awgn", "csi": "none", "block_length": None}, "k": 256,
+                "bandwidth_ratio": 1 / 12, "bandwidth_ratio_str": "1/12", "train_snr_db": 1.0, "snr_db": [0.0, 10.0],
+                "metrics": {"psnr": psnr, "psnr_std": [1.0, 2.0]}, "n_channel_draws": 1,
+                "provenance": {"checkpoint_sha256": None, "git_commit": None, "torch": "2", "command": "c"}}
+
+    env = envelope([res("a", [20.0, 25.0]), res("b", [19.0, 27.0])], name="env")
+    validate_results(env)
+    assert env["metrics"]["psnr"] == [20.0, 27.0] and "10 dB b" in env["notes"]
+    with pytest.raises(ValueError, match="same SNRs"):
+        envelope([res("a", [1.0, 2.0]), {**res("b", [1.0, 2.0]), "snr_db": [0.0, 5.0]}], name="env")
