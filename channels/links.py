@@ -74,6 +74,7 @@ __all__ = [
     "MCS",
     "MCS_GRID",
     "BlerTable",
+    "CodeBlockSurrogate",
     "LDPCLink",
     "MCSChoice",
     "RateChoice",
@@ -84,6 +85,7 @@ __all__ = [
     "capacity_awgn_success",
     "capacity_link_bits",
     "capacity_rayleigh_success",
+    "code_block_surrogate",
     "default_snr_grid",
     "design_mcs",
     "expected_quality_choice",
@@ -444,14 +446,31 @@ def _sionna_version() -> str:
     return "unknown"
 
 
-def _tb_size(k: int, mcs: MCS) -> tuple[int, int]:
-    """(tb_size, n) from ``sionna.phy.nr.utils.calculate_tb_size`` (38.214 5.1.3.2)."""
+def _tb_sizes(ks: np.ndarray, mcs: MCS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """38.214 5.1.3.2 TB sizes for many candidate ``k`` at once (``calculate_tb_size``, vectorised).
+
+    Args:
+        ks: int array of channel uses, any shape.
+        mcs: the MCS (``log2(M)`` and target rate ``r``; ``N_info = r * k * log2(M)``).
+
+    Returns:
+        ``(tb_size, num_code_blocks, n)``: int64 arrays of ``ks``'s shape, ``n = k * log2(M)``.
+    """
     from sionna.phy.nr.utils import calculate_tb_size
 
-    n = k * mcs.bits_per_symbol
-    out = calculate_tb_size(modulation_order=mcs.bits_per_symbol, target_coderate=float(mcs.rate),
-                            num_coded_bits=n, return_cw_length=False, device="cpu")
-    return int(out[0]), n
+    n = np.asarray(ks, dtype=np.int64) * mcs.bits_per_symbol
+    shape = n.shape
+    out = calculate_tb_size(modulation_order=torch.full(shape, mcs.bits_per_symbol, dtype=torch.int32),
+                            target_coderate=torch.full(shape, float(mcs.rate), dtype=torch.float32),
+                            num_coded_bits=torch.as_tensor(n, dtype=torch.int32), return_cw_length=False,
+                            device="cpu")
+    return out[0].numpy().astype(np.int64), out[2].numpy().astype(np.int64), n
+
+
+def _tb_size(k: int, mcs: MCS) -> tuple[int, int]:
+    """(tb_size, n) of one image's TB from ``sionna.phy.nr.utils.calculate_tb_size`` (38.214 5.1.3.2)."""
+    tb, _, n = _tb_sizes(np.array([k]), mcs)
+    return int(tb[0]), int(n[0])
 
 
 @functools.lru_cache(maxsize=64)
@@ -529,6 +548,148 @@ def feasible_mcs(k: int, mcs_grid: Sequence[MCS] = MCS_GRID) -> list[MCS]:
             continue
         out.append(mcs)
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# Large transport blocks: one code block as a single-code-block surrogate TB
+# ----------------------------------------------------------------------------------------
+
+#: Weight of the relative code-block size mismatch against the relative code-rate mismatch
+#: when choosing a surrogate (a 1 % rate error counts as much as a 10 % size error: at a
+#: fixed rate the waterfall of an ~8k-bit LDPC code moves by ~0.01 dB for a 1 % change of
+#: length, while a 1 % rate change moves it by ~0.03 dB (QPSK) to ~0.1 dB (256-QAM)).
+SURROGATE_SIZE_WEIGHT = 0.1
+#: Candidate surrogate codeword lengths span ``E * (1 +- SURROGATE_WINDOW)``.
+SURROGATE_WINDOW = 0.12
+_SURROGATE_TRIES = 16  # best-ranked candidates built with Sionna before giving up
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeBlockSurrogate:
+    """Per-code-block layout of a (large) TB and the single-code-block TB standing in for one CB.
+
+    ``layout`` is the TB of ``k`` channel uses (:class:`TransportBlockLayout`, from Sionna's
+    ``TBEncoder``): ``C = num_code_blocks`` code blocks of ``K_cb = cb_size`` LDPC information
+    bits each (TB bits + CRC24B, plus ``filler_bits`` up to ``22 * lifting_size`` for base
+    graph 1), rate-matched to ``E_c = codeword_lengths[c]`` coded bits (38.212 5.4.2.1: two
+    values at most, differing by ``log2(M)``).
+
+    ``surrogate`` is the TB of ``surrogate_k`` channel uses at the same MCS that Sionna
+    encodes as exactly one code block (no segmentation, no CB CRC; its TB CRC is CRC24A,
+    or CRC16 for TBs <= 3824 bits) with the same base graph and lifting size, ``K_s =
+    surrogate.cb_size`` as close to ``K_cb`` and ``K_s / E_s`` (``E_s = surrogate_k *
+    log2(M)``) as close to ``K_cb / mean(E_c)`` as the 38.214 TB sizes allow (see
+    :func:`code_block_surrogate`). For a TB of one code block the surrogate is the TB itself.
+
+    The TB block error rate is then approximated by ``1 - (1 - BLER_s)^C`` (code blocks see
+    independent noise on AWGN since each occupies whole symbols; a TB fails iff any CB fails,
+    the TB CRC24A catching what a CB CRC misses up to ~2^-24). Differences from the real CBs:
+    ``K_s - K_cb`` information bits (TB sizes of one CB are multiples of 128 or 256 here, so
+    up to a few %), the resulting ``E_s - mean(E_c)`` and residual rate error (below ~1e-3
+    relative), CRC24A or CRC16 instead of CRC24B, and one codeword length instead of
+    ``E_c`` values differing by ``log2(M)`` bits.
+    """
+
+    layout: TransportBlockLayout
+    surrogate: TransportBlockLayout
+
+    @property
+    def num_code_blocks(self) -> int:
+        """``C``, code blocks of the TB."""
+        return self.layout.num_code_blocks
+
+    @property
+    def surrogate_k(self) -> int:
+        """Channel uses of the single-code-block surrogate TB."""
+        return self.surrogate.k
+
+    @property
+    def mean_codeword_length(self) -> float:
+        """``mean(E_c) = n / C`` rate-matched bits per code block of the TB."""
+        return self.layout.num_coded_bits / self.layout.num_code_blocks
+
+    @property
+    def cb_code_rate(self) -> float:
+        """``K_cb / mean(E_c)``: LDPC rate of the TB's code blocks (CRC and TB bits, filler excluded)."""
+        return self.layout.cb_size / self.mean_codeword_length
+
+    @property
+    def surrogate_code_rate(self) -> float:
+        """``K_s / E_s`` of the surrogate's single code block."""
+        return self.surrogate.cb_size / self.surrogate.num_coded_bits
+
+    @property
+    def rate_error(self) -> float:
+        """Relative code-rate mismatch ``(K_s / E_s) / (K_cb / mean(E_c)) - 1``."""
+        return self.surrogate_code_rate / self.cb_code_rate - 1
+
+    @property
+    def cb_size_error(self) -> int:
+        """``K_s - K_cb`` information bits (CRC included)."""
+        return self.surrogate.cb_size - self.layout.cb_size
+
+    @property
+    def codeword_length_error(self) -> float:
+        """``E_s - mean(E_c)`` coded bits."""
+        return self.surrogate.num_coded_bits - self.mean_codeword_length
+
+    def as_dict(self) -> dict:
+        return {"layout": self.layout.as_dict(), "surrogate": self.surrogate.as_dict(),
+                "rate_error": self.rate_error, "cb_size_error": self.cb_size_error,
+                "codeword_length_error": self.codeword_length_error}
+
+
+def code_block_surrogate(k: int, mcs: MCS | str, *, device: str = "cpu") -> CodeBlockSurrogate:
+    """The code-block layout of one image's TB and its single-code-block surrogate TB.
+
+    Candidates are the ``k_s`` whose ``k_s * log2(M)`` coded bits lie within
+    ``+-SURROGATE_WINDOW`` of ``mean(E_c)``; those Sionna would encode as one code block are
+    ranked by ``|rate_error| + SURROGATE_SIZE_WEIGHT * |K_s / K_cb - 1|`` (ties: the closer
+    length), and the first whose Sionna layout has the TB's base graph and lifting size is
+    taken. Deterministic; cached per ``(k, mcs, device)``.
+
+    Args:
+        k: complex channel uses per image (int >= 1).
+        mcs: an :class:`MCS` or its name.
+        device: device of the Sionna blocks built to check the layouts.
+
+    Returns:
+        A :class:`CodeBlockSurrogate` (the TB itself when it has one code block).
+
+    Raises:
+        ValueError: bad ``k``/MCS, a TB Sionna cannot encode, or no single-code-block TB with
+            the same base graph and lifting size near the code blocks' size.
+    """
+    return _code_block_surrogate(_check_int(k, "k"), _coerce_mcs(mcs), str(device))
+
+
+@functools.lru_cache(maxsize=128)
+def _code_block_surrogate(k: int, mcs: MCS, device: str) -> CodeBlockSurrogate:
+    layout = transport_block_layout(k, mcs, device=device)
+    if layout.num_code_blocks == 1:
+        return CodeBlockSurrogate(layout=layout, surrogate=layout)
+    q = mcs.bits_per_symbol
+    e_mean = layout.num_coded_bits / layout.num_code_blocks
+    ks = np.arange(max(1, math.floor(e_mean * (1 - SURROGATE_WINDOW) / q)),
+                   math.ceil(e_mean * (1 + SURROGATE_WINDOW) / q) + 1)
+    tb, ncb, n = _tb_sizes(ks, mcs)
+    k_cb = tb + np.where(tb > 3824, 24, 16)  # one code block: TB bits + TB CRC
+    feasible = (ncb == 1) & (tb + 16 < n) & (k_cb <= 0.95 * n)
+    cost = (np.abs(k_cb / n / (layout.cb_size / e_mean) - 1)
+            + SURROGATE_SIZE_WEIGHT * np.abs(k_cb / layout.cb_size - 1))
+    order = [i for i in np.lexsort((np.abs(n - e_mean), cost)) if feasible[i]]
+    for i in order[:_SURROGATE_TRIES]:
+        try:
+            sur = transport_block_layout(int(ks[i]), mcs, device=device)
+        except ValueError:
+            continue
+        if (sur.num_code_blocks == 1 and sur.base_graph == layout.base_graph
+                and sur.lifting_size == layout.lifting_size):
+            return CodeBlockSurrogate(layout=layout, surrogate=sur)
+    raise ValueError(f"no single-code-block surrogate for k={k} {mcs.name} ({layout.num_code_blocks} code blocks "
+                     f"of {layout.cb_size} bits, {layout.base_graph}, Z={layout.lifting_size}, "
+                     f"E ~ {e_mean:.0f}): no 38.214 TB of one code block with the same base graph and lifting "
+                     f"size within +-{SURROGATE_WINDOW:.0%} of the codeword length")
 
 
 # ----------------------------------------------------------------------------------------

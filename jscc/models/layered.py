@@ -44,8 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jscc.metrics import check_images
-from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, _check_size, c_from_bandwidth_ratio,
-                                  copy_stack, decoder_stack, encoder_stack)
+from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, DeepJSCC, _check_size,
+                                  c_from_bandwidth_ratio, copy_stack, decoder_stack, encoder_stack)
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
@@ -172,18 +172,14 @@ class _SingleEncoder(LayeredJSCC):
         _check_size(*x.shape[-2:])
         return self._features_to_layers(self.encoder(x))
 
-    def decode_prefix(self, y: torch.Tensor, image_size) -> torch.Tensor:
-        """Received symbols of the first ``i`` layers ``(B, i, k_l)`` -> reconstruction ``(B,3,H,W)``."""
-        raise NotImplementedError
-
     def transmit(self, x: torch.Tensor, link, stop_psnr_db: float | None = None) -> dict:
         """Send all layers through ``link`` and decode every prefix. See the module docstring."""
         self._check_input(x, link)
-        z, y = link.send(self.encode(x), first_layer=0)
-        size = tuple(x.shape[-2:])
         if stop_psnr_db is not None:
             raise ValueError(f"{self.registry_name} sends all layers at once: variable-length mode needs a model "
                              "that sends layer by layer (deepjscc-l-residual, deepjscc-f)")
+        z, y = link.send(self.encode(x), first_layer=0)
+        size = tuple(x.shape[-2:])
         x_hat_prefix = torch.stack([self.decode_prefix(y[:, : i + 1], size) for i in range(self.layers)], dim=1)
         return link.result(x_hat_prefix=x_hat_prefix, z=z, y=y)
 
@@ -211,8 +207,6 @@ class LayeredMultiDecoder(_SingleEncoder):
 
     def warm_start(self, checkpoint: dict) -> None:
         """From a single-layer ``deepjscc`` with ``c = L*c``: its encoder, and its decoder for the full prefix."""
-        from jscc.models.deepjscc import DeepJSCC
-
         backbone = DeepJSCC(c=self.layers * self.c, hidden=self.hidden)
         self._warm_start_encoder(checkpoint, backbone)
         copy_stack(self.decoders[-1], backbone.decoder)
@@ -241,8 +235,6 @@ class LayeredMasked(_SingleEncoder):
 
     def warm_start(self, checkpoint: dict) -> None:
         """From a single-layer ``deepjscc`` with ``c = L*c``: its encoder and decoder."""
-        from jscc.models.deepjscc import DeepJSCC
-
         backbone = DeepJSCC(c=self.layers * self.c, hidden=self.hidden)
         self._warm_start_encoder(checkpoint, backbone)
         copy_stack(self.decoder, backbone.decoder)
@@ -322,8 +314,6 @@ class LayeredRefinement(LayeredJSCC):
         """From a single-layer ``deepjscc`` with the same ``c``: layer 1's encoder and decoder are
         copied; every later encoder and decoder starts as a copy that ignores its new inputs, so the
         model initially reconstructs from layer 1 alone at every prefix."""
-        from jscc.models.deepjscc import DeepJSCC
-
         config = checkpoint["config"]
         if checkpoint["model"] != "deepjscc" or config["c"] != self.c or config["hidden"] != self.hidden \
                 or config.get("csi_side_input"):
