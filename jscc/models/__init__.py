@@ -1,7 +1,8 @@
 """Model families; importing this package registers them all."""
 from jscc.models.deepjscc import ADJSCC, DeepJSCC, c_from_bandwidth_ratio
 from jscc.models.feedback import DeepJSCCFeedback
+from jscc.models.generative import GenerativeJSCC, InverseJSCC
 from jscc.models.layered import LayeredMasked, LayeredMultiDecoder, LayeredRefinement
 
-__all__ = ["ADJSCC", "DeepJSCC", "DeepJSCCFeedback", "LayeredMasked", "LayeredMultiDecoder", "LayeredRefinement",
-           "c_from_bandwidth_ratio"]
+__all__ = ["ADJSCC", "DeepJSCC", "DeepJSCCFeedback", "GenerativeJSCC", "InverseJSCC", "LayeredMasked",
+           "LayeredMultiDecoder", "LayeredRefinement", "c_from_bandwidth_ratio"]
