@@ -29,6 +29,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
+    p.add_argument("--perceptual", default="ssim", metavar="NAME",
+                   help="with --metrics perceptual: ssim (1 - SSIM), lpips-alex, or disc-features=PATH (a "
+                        "train-prior last.pt); recorded under its own name (default ssim)")
     p.add_argument("--batch-size", type=int, default=128)
     add_channel_args(p, default=None)
     p.add_argument("--stop-psnr", type=float, default=None, metavar="DB",
@@ -81,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         from jscc.metrics import load_lpips
 
         lpips_model = load_lpips(args.device)
+    perceptual_model = None
+    if "perceptual" in metrics:
+        from jscc.perceptual import build_perceptual
+
+        name, _, source = args.perceptual.partition("=")
+        perceptual_model = build_perceptual(name, **({"discriminator": source} if source else {})).to(args.device)
     snr_train = train_info.get("train_snr_db")
     name = args.name or default_name(args.model, channel.channel_config()["name"])
     command = "jscc sweep " + shlex.join(sys.argv[2:] if argv is None else argv)
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         system, dataset, snrs, name=name, n_channel_draws=args.n_channel_draws, metrics=metrics,
         batch_size=args.batch_size, seed=args.seed, device=args.device, train_snr_db=snr_train,
         checkpoint_path=checkpoint_path, command=command, lpips_model=lpips_model, progress=not args.quiet,
-        stop_psnr_db=args.stop_psnr,
+        stop_psnr_db=args.stop_psnr, perceptual_model=perceptual_model,
     )
     path = write_results(results, args.out)
     print(summary_line(results))

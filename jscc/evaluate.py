@@ -17,7 +17,7 @@ from jscc import metrics as M
 from jscc.data import ImageSet, iterate_batches
 from jscc.system import JSCCSystem
 
-IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "perceptual")
 
 
 @torch.no_grad()
@@ -34,6 +34,7 @@ def evaluate(
     lpips_model=None,
     progress: bool = False,
     stop_psnr_db: float | None = None,
+    perceptual_model=None,
 ) -> dict[str, list[float]]:
     """Mean and std of each metric per SNR point.
 
@@ -42,7 +43,9 @@ def evaluate(
         dataset: test images (batches are ``(B,3,H,W)`` float32 in [0,1]).
         snr_db: test SNRs in dB (Es/N0 per complex channel use).
         n_channel_draws: independent channel realisations per image and SNR.
-        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``);
+        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``),
+            ``perceptual`` (a substitute distance from :func:`jscc.perceptual.build_perceptual`, passed as
+            ``perceptual_model``; reported as ``{"name", "values"}`` under its own name);
             PSNR and the PSNR of the mean MSE are always computed (every results file has them).
         seed: seeds the channel generator, so a sweep is reproducible.
         stop_psnr_db: variable-length mode of layered models (see :mod:`jscc.models.layered`).
@@ -59,6 +62,9 @@ def evaluate(
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {IMAGE_METRICS}")
     if "lpips" in metrics and lpips_model is None:
         raise ValueError("metric 'lpips' needs lpips_model=jscc.metrics.load_lpips()")
+    if "perceptual" in metrics and perceptual_model is None:
+        raise ValueError("metric 'perceptual' needs perceptual_model=jscc.perceptual.build_perceptual(name)")
+    scorers = {"lpips": lpips_model, "perceptual": perceptual_model}
     if n_channel_draws < 1:
         raise ValueError(f"n_channel_draws must be >= 1, got {n_channel_draws}")
     snr_db = [float(s) for s in snr_db]
@@ -81,27 +87,36 @@ def evaluate(
             layer_uses = system.model.layer_channel_uses(*size)
             for i, snr in enumerate(snr_db):
                 out = system(x_rep, snr, generator=generator, stop_psnr_db=stop_psnr_db)
-                _accumulate(acc, i, out["x_hat"], x_rep, metrics, lpips_model)
+                _accumulate(acc, i, out["x_hat"], x_rep, metrics, scorers)
                 acc.add(i, "channel_uses", out["layers_sent"] * layer_uses)
                 if stop_psnr_db is not None:
                     acc.add(i, "target_reached", out["target_reached"].double())
                 for p in range(out["x_hat_prefix"].shape[1]):
-                    _accumulate(acc, (i, p), out["x_hat_prefix"][:, p], x_rep, metrics, lpips_model)
+                    _accumulate(acc, (i, p), out["x_hat_prefix"][:, p], x_rep, metrics, scorers)
             continue
         z = None if adaptive else system.encode(x).repeat(n_channel_draws, 1)
         for i, snr in enumerate(snr_db):
             z_snr = system.encode(x_rep, snr) if adaptive else z
             x_hat = system.receive(z_snr, size, snr, generator=generator)["x_hat"]
-            _accumulate(acc, i, x_hat, x_rep, metrics, lpips_model)
+            _accumulate(acc, i, x_hat, x_rep, metrics, scorers)
     system.train(was_training)
-    summary = acc.summary(range(len(snr_db)))
+    summary = _named_perceptual(acc.summary(range(len(snr_db))), perceptual_model)
     if layered:
         summary.pop("target_reached_std", None)
-        summary["per_prefix"] = [acc.summary([(i, p) for i in range(len(snr_db))]) for p in range(system.model.layers)]
+        summary["per_prefix"] = [_named_perceptual(acc.summary([(i, p) for i in range(len(snr_db))]), perceptual_model)
+                                 for p in range(system.model.layers)]
     return summary
 
 
-def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Sequence[str], lpips_model) -> None:
+def _named_perceptual(summary: dict, perceptual_model) -> dict:
+    """The results file records a substitute perceptual metric under its own name (never as LPIPS)."""
+    if "perceptual" in summary:
+        summary.pop("perceptual_std")
+        summary["perceptual"] = {"name": perceptual_model.name, "values": summary["perceptual"]}
+    return summary
+
+
+def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Sequence[str], scorers: dict) -> None:
     acc.add(key, "mse", M.mse(x_hat, x))
     acc.add(key, "psnr", M.psnr(x_hat, x))
     if "ssim" in metrics:
@@ -109,7 +124,9 @@ def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Se
     if "ms_ssim" in metrics:
         acc.add(key, "ms_ssim", M.ms_ssim(x_hat, x))
     if "lpips" in metrics:
-        acc.add(key, "lpips", M.lpips_distance(lpips_model, x_hat, x))
+        acc.add(key, "lpips", M.lpips_distance(scorers["lpips"], x_hat, x))
+    if "perceptual" in metrics:
+        acc.add(key, "perceptual", scorers["perceptual"](x_hat, x))
 
 
 def sweep_results(
@@ -129,6 +146,7 @@ def sweep_results(
     lpips_model=None,
     progress: bool = False,
     stop_psnr_db: float | None = None,
+    perceptual_model=None,
 ) -> dict:
     """Run :func:`evaluate` and return the ``jscc-results/1`` dict (validated by the writer).
 
@@ -139,7 +157,7 @@ def sweep_results(
 
     summary = evaluate(system, dataset, snr_db, n_channel_draws=n_channel_draws, batch_size=batch_size,
                        metrics=metrics, seed=seed, device=device, lpips_model=lpips_model, progress=progress,
-                       stop_psnr_db=stop_psnr_db)
+                       stop_psnr_db=stop_psnr_db, perceptual_model=perceptual_model)
     per_prefix = summary.pop("per_prefix", None)
     sizes = {dataset.image_size(i) for i in range(len(dataset))}
     height, width = dataset.image_size(0)

@@ -95,6 +95,13 @@ def test_plot_rejects_other_suffix_and_missing_metric(ckpt, data, tmp_path):
         plot.main([str(out), "--metric", "ssim", "--out", str(tmp_path / "fig.png")])
 
 
+def test_sweep_records_a_substitute_perceptual_metric_under_its_name(ckpt, data, tmp_path):
+    res = _sweep(ckpt, data, tmp_path / "p.json", "--metrics", "psnr", "perceptual", "--perceptual", "ssim")
+    assert res["metrics"]["perceptual"]["name"] == "ssim" and "lpips" not in res["metrics"]
+    values = res["metrics"]["perceptual"]["values"]
+    assert len(values) == 3 and all(0 <= v <= 2 for v in values)  # 1 - SSIM
+
+
 def test_sweep_rayleigh(ckpt, data, tmp_path):
     res = _sweep(ckpt, data, tmp_path / "ray.json", "--channel", "rayleigh", "--block-length", "1")
     validate_results(res)
