@@ -22,7 +22,7 @@ from pathlib import Path
 
 from channels import build_channel
 from experiments.args import add_snr_args, parse_snr_list, summary_line
-from experiments.plot import plot_results
+from experiments.plot import expand_prefixes, plot_results, plot_vs_bandwidth
 from jscc.baselines.separate import SeparateBaseline, baseline_results
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
@@ -36,7 +36,8 @@ SUBSET_SIZE = 1000
 
 @dataclass(frozen=True)
 class Figure:
-    """Zoo models ``<prefix>-snr<S>`` for each training SNR, their channel and bandwidth ratio."""
+    """Zoo models ``<prefix>-snr<S>`` for each training SNR (or the explicit ``models``), their
+    channel and bandwidth ratio."""
 
     title: str
     prefix: str
@@ -45,6 +46,14 @@ class Figure:
     channel: str = "awgn"
     baseline: bool = True
     adaptive: str | None = None  # zoo name of an SNR-adaptive model drawn against the per-SNR envelope
+    models: tuple[str, ...] = ()  # explicit zoo names instead of prefix + train SNRs
+    bandwidth_plot_snr: float | None = None  # also draw PSNR vs cumulative bandwidth at this SNR (layered)
+    stop_psnrs: tuple[float, ...] = ()  # variable-length runs of models sending layer by layer (files only)
+
+    def model_names(self) -> list[str]:
+        if self.models:
+            return list(self.models)
+        return [f"{self.prefix}-snr{s:g}" for s in self.train_snrs] + ([self.adaptive] if self.adaptive else [])
 
 
 FIGURES = {
@@ -60,6 +69,12 @@ FIGURES = {
     "adaptive-cifar10-1_6": Figure("ADJSCC (one model, SNR-adaptive) vs per-SNR DeepJSCC, CIFAR-10, k/n = 1/6, AWGN",
                                    "deepjscc-cifar10-1_6-awgn", (1, 4, 7, 10, 13, 19), "1/6", baseline=False,
                                    adaptive="adjscc-cifar10-1_6-awgn"),
+    "layered-cifar10": Figure("DeepJSCC-l / DeepJSCC-f (2 layers of k/n = 1/12) vs single-layer DeepJSCC, CIFAR-10, AWGN",
+                              "", (10,), "1/6", baseline=False, bandwidth_plot_snr=10.0, models=(
+                                  "deepjscc-l-multi-cifar10-1_6-awgn-snr10", "deepjscc-l-masked-cifar10-1_6-awgn-snr10",
+                                  "deepjscc-l-residual-cifar10-1_6-awgn-snr10", "deepjscc-f-cifar10-1_6-awgn-snr10",
+                                  "deepjscc-f-fb20dB-cifar10-1_6-awgn-snr10", "deepjscc-cifar10-1_12-awgn-snr10",
+                                  "deepjscc-cifar10-1_6-awgn-snr10"), stop_psnrs=(25.0, 28.0)),
 }
 
 
@@ -105,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = dataset.subset(range(0, step * SUBSET_SIZE, step))
         dataset.name = f"{args.data_name}, every {step}th image ({SUBSET_SIZE})"
     command = "jscc reproduce " + shlex.join(sys.argv[2:] if argv is None else argv)
-    names = [f"{fig.prefix}-snr{s:g}" for s in fig.train_snrs] + ([fig.adaptive] if fig.adaptive else [])
+    names = fig.model_names()
     missing = [n for n in names if n not in ZOO]
     results = []
     for name in (n for n in names if n in ZOO):
@@ -117,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         write_results(res, out / f"{name}.json")
         print(summary_line(res))
+        for target in fig.stop_psnrs if hasattr(system.model, "encode_layer") else ():
+            res = sweep_results(system, dataset, snrs, name=f"{name}-stop{target:g}dB", n_channel_draws=args.n_channel_draws,
+                                metrics=("psnr",), train_snr_db=ZOO[name]["train_snr_db"], stop_psnr_db=target,
+                                checkpoint_path=resolve_checkpoint(name), command=command)
+            write_results(res, out / f"{res['name']}.json")
+            print(summary_line(res))
     per_snr = [r for r in results if r["name"] != fig.adaptive]
     if fig.adaptive and len(per_snr) > 1:
         res = envelope(per_snr, name=f"{fig.prefix} per-SNR envelope")
@@ -131,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             write_results(res, out / f"{res['name']}.json")
     if not results:
         raise SystemExit(f"error: none of {names} is in the zoo yet")
-    png = plot_results(results, "psnr", out.with_suffix(".png"), title=fig.title)
+    layered = any("metrics_per_prefix" in r for r in results)
+    png = plot_results(expand_prefixes(results) if layered else results, "psnr", out.with_suffix(".png"), title=fig.title)
+    if fig.bandwidth_plot_snr is not None and any(abs(s - fig.bandwidth_plot_snr) < 1e-9 for s in snrs):
+        plot_vs_bandwidth(results, "psnr", fig.bandwidth_plot_snr, out.parent / f"{out.name}-bandwidth.png", title=fig.title)
     if missing:
         print(f"not in the zoo yet (left out of the figure): {', '.join(missing)}")
     print(f"wrote {len(results)} results files to {out}/ and {png}")
