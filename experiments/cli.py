@@ -6,6 +6,7 @@ import sys
 
 SUBCOMMANDS = {
     "train": "experiments.train",
+    "train-prior": "experiments.train_prior",
     "sweep": "experiments.sweep",
     "plot": "experiments.plot",
     "demo": "experiments.demo",
