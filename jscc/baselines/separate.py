@@ -91,7 +91,9 @@ class SeparateBaseline:
         fallback: ``"image_mean"`` or ``"dataset_mean"`` (the test set's per-channel mean).
         workers: processes for source coding.
         ldpc_mode: ``"cached"`` (BLER tables) or ``"exact"`` (bit-level chain with the real bytes).
-        table_kwargs: options of :func:`channels.links.bler_table` (``n_blocks``, ``cache_dir``, ...).
+        table_kwargs: options of :func:`channels.links.bler_table` (``n_blocks``, ``cache_dir``,
+            ``max_blocks_exact``, ...). TBs of more than ``max_blocks_exact`` (default 4) code
+            blocks, e.g. Kodak images, get code-block-scaled BLER tables (noted in the results).
     """
 
     def __init__(self, dataset: ImageSet, *, codec="jpeg2000", link: str = "capacity", channel: str = "awgn",
@@ -254,6 +256,16 @@ def _psnr(mse: np.ndarray) -> np.ndarray:
     return -10.0 * np.log10(np.maximum(mse, 10 ** (-PSNR_CAP_DB / 10)))
 
 
+def _cb_scaled_note(baseline: SeparateBaseline) -> str:
+    """Which BLER tables used were code-block scaled (``channels.links.bler_table``), for the results notes."""
+    scaled = [t for _, t in sorted(baseline._tables.items()) if t.cb_scaled]
+    if not scaled:
+        return ""
+    return ("; code-block-scaled BLER tables (1 - (1 - BLER_cb)^C from a single-code-block surrogate TB): "
+            + ", ".join(f"{t.key['mcs']} (C={t.key['num_code_blocks']}, surrogate k={t.key['surrogate_k']})"
+                        for t in scaled))
+
+
 def baseline_results(baseline: SeparateBaseline, snr_db: Sequence[float], design, *, name: str | None = None,
                      n_channel_draws: int = 10, seed: int = 0, command: str | None = None) -> dict:
     """Run :meth:`SeparateBaseline.sweep` and return the ``jscc-results/1`` dict."""
@@ -284,7 +296,8 @@ def baseline_results(baseline: SeparateBaseline, snr_db: Sequence[float], design
         "provenance": provenance(command=command, seed=seed),
         "notes": f"codec {b.codec!r}; policy {design}; operating point per SNR: "
                  + ", ".join(f"{lab} ({bud} B)" for lab, bud in zip(labels, budgets))
-                 + (f"; LDPC {b.ldpc_mode}" if b.link == "ldpc" else ""),
+                 + (f"; LDPC {b.ldpc_mode}" if b.link == "ldpc" else "")
+                 + _cb_scaled_note(b),
     }
     if b.link == "ldpc":
         results["mcs"] = labels

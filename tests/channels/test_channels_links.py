@@ -340,6 +340,115 @@ def test_design_mcs_and_rayleigh_choice_with_given_tables():
 
 
 # ----------------------------------------------------------------------------------------
+# Large transport blocks: code-block-scaled BLER tables
+# ----------------------------------------------------------------------------------------
+
+KODAK_K = 73_728  # 768 x 512 x 3 / 16 channel uses (Kodak at k/n = 1/16)
+
+
+def test_code_block_surrogate_kodak_layouts():
+    # Documented values (5G NR, Sionna's TBEncoder): QPSK-1/2 needs 9 code blocks of
+    # K_cb = 8224 bits (TB bits + CRC24B) and E = 16384 coded bits each; the surrogate is the
+    # one-code-block TB of 8184 channel uses: K_s = 8192 + CRC24A = 8216 bits, E_s = 16368.
+    s = L.code_block_surrogate(KODAK_K, "QPSK-r1/2")
+    assert (s.num_code_blocks, s.layout.cb_size, s.layout.codeword_lengths) == (9, 8224, (16384,) * 9)
+    assert (s.surrogate_k, s.surrogate.cb_size, s.surrogate.num_coded_bits) == (8184, 8216, 16368)
+    assert s.cb_size_error == -8 and abs(s.rate_error) < 1e-5
+    for mcs, c in [("QPSK-r1/2", 9), ("16QAM-r2/3", 24), ("256QAM-r5/6", 59)]:
+        s = L.code_block_surrogate(KODAK_K, mcs)
+        lay, sur = s.layout, s.surrogate
+        q = L.MCS.parse(mcs).bits_per_symbol
+        assert lay.num_code_blocks == c and lay.cb_crc_bits == 24
+        # E values: sum to n, at most two values differing by log2(M) (38.212 5.4.2.1).
+        assert sum(lay.codeword_lengths) == lay.num_coded_bits
+        assert max(lay.codeword_lengths) - min(lay.codeword_lengths) in (0, q)
+        # Surrogate: one code block, no CB CRC, same base graph and lifting size, the code
+        # rate within 1e-3 relative, at most 256 information bits fewer (38.214 TB sizes of
+        # one code block are multiples of 128 below 8192 bits and stop at 8192 + 24).
+        assert sur.num_code_blocks == 1 and sur.cb_crc_bits == 0 and sur.tb_crc_bits == 24
+        assert (sur.base_graph, sur.lifting_size) == (lay.base_graph, lay.lifting_size)
+        assert sur.cb_size == sur.tb_size + 24 and sur.num_coded_bits == s.surrogate_k * q
+        assert abs(s.rate_error) < 1e-3 and -256 <= s.cb_size_error <= 0, mcs
+        assert abs(s.codeword_length_error) <= 0.04 * s.mean_codeword_length
+    # A TB of one code block is its own surrogate.
+    s = L.code_block_surrogate(K, "QPSK-r1/2")
+    assert s.surrogate == s.layout and s.surrogate_k == K and s.rate_error == 0.0
+
+
+def _fake_cb_point(calls: list, p_by_snr: dict):
+    """Stand-in for ``_simulate_bler_point``: ``round(n_blocks * p(snr))`` errors, no decoding."""
+    def fake(link, snr_db, n_blocks, max_errors, batch_size, generator):
+        calls.append((link.k, round(snr_db, 6)))
+        return n_blocks, int(round(n_blocks * p_by_snr[round(snr_db, 6)]))
+    return fake
+
+
+def test_cb_scaled_table_formula_key_and_dispatch(monkeypatch, tmp_path):
+    # k = 16800 at QPSK-1/2: 3 code blocks of 5664 bits; surrogate k = 5592 (one block of 5656).
+    k, mcs, grid = 16_800, "QPSK-r1/2", [1.0, 1.1, 1.2]
+    p_cb = {1.0: 0.97, 1.1: 0.2, 1.2: 0.0}
+    calls = []
+    monkeypatch.setattr(L, "_simulate_bler_point", _fake_cb_point(calls, p_cb))
+    sur = L.code_block_surrogate(k, mcs)
+    assert sur.num_code_blocks == 3 and sur.surrogate_k == 5592
+    opts = dict(n_blocks=200, max_errors=200, cache_dir=tmp_path)
+    t = L.bler_table(k, mcs, grid, max_blocks_exact=2, **opts)
+    # Only the surrogate was simulated, up to the first error-free point.
+    assert calls == [(5592, 1.0), (5592, 1.1), (5592, 1.2)]
+    np.testing.assert_allclose(t.bler, [1 - 0.03**3, 1 - 0.8**3, 0.0])
+    assert t.n_blocks.tolist() == [200] * 3 and t.n_errors.tolist() == [194, 40, 0]  # code blocks
+    assert t.cb_scaled and t.key["cb_scaled"] is True
+    assert t.key["k"] == k and t.key["tb_size"] == sur.layout.tb_size and t.key["num_code_blocks"] == 3
+    assert (t.key["surrogate_k"], t.key["surrogate_cb_size"], t.key["surrogate_num_coded_bits"]) == (5592, 5656, 11184)
+    # The surrogate's exact table is the only cache file; a second call only reads it.
+    files = list(tmp_path.glob("*.json"))
+    assert [f.name.split("_it")[0] for f in files] == ["bler_k5592_QPSK-r1_2"]
+    sur_key = json.loads(files[0].read_text())["key"]
+    assert "cb_scaled" not in sur_key and t.key["surrogate_table"] == L._key_digest(sur_key)
+    calls.clear()
+    again = L.bler_table(k, mcs, grid, max_blocks_exact=2, **opts)
+    assert calls == [] and again.key == t.key
+    np.testing.assert_array_equal(again.bler, t.bler)
+    # The cached path picks the scaled table up through table_kwargs.
+    ok, _ = L.simulate_success(k, mcs, 1.1, batch_size=20_000, generator=torch.Generator().manual_seed(0),
+                               snr_db_grid=grid, max_blocks_exact=2, **opts)
+    p_tb = 1 - 0.8**3
+    assert calls == [] and abs((~ok).double().mean().item() - p_tb) <= 5 * math.sqrt(p_tb * (1 - p_tb) / 20_000)
+    assert L.design_mcs(k, 1.2, mcs_grid=[L.MCS.parse(mcs)], snr_db_grid=grid, max_blocks_exact=2,
+                        **opts).name == mcs
+    assert L.design_mcs(k, 1.1, mcs_grid=[L.MCS.parse(mcs)], snr_db_grid=grid, max_blocks_exact=2, **opts) is None
+    # With C <= max_blocks_exact (default 4) the whole TB is simulated and the key is unchanged.
+    exact = L.bler_table(k, mcs, grid, **opts)
+    assert {c[0] for c in calls} == {k} and not exact.cb_scaled and "cb_scaled" not in exact.key
+    np.testing.assert_allclose(exact.bler, [0.97, 0.2, 0.0])
+
+
+@pytest.mark.slow
+def test_cb_scaled_bler_matches_multi_code_block_monte_carlo(tmp_path):
+    # About 3 minutes on one CPU core. k = 16800 at QPSK-1/2: 3 code blocks (K_cb = 5664,
+    # Z = 288), surrogate K_s = 5656 with the rate within 2e-5. At 1.2 dB (the waterfall:
+    # code-block BLER ~0.1, TB BLER ~0.3) 200 whole TBs (exact chain) against 400 surrogate
+    # code blocks scaled to 3 blocks. Tolerance: 4 standard deviations of the difference,
+    # sd^2 = p_tb (1 - p_tb) / 200 + (3 (1 - p_cb)^2)^2 p_cb (1 - p_cb) / 400 (delta method).
+    k, mcs, snr = 16_800, "QPSK-r1/2", 1.2
+    n_tb, n_cb = 200, 400
+    ok, _ = L.simulate_success(k, mcs, snr, batch_size=n_tb, mode="exact", chunk=50,
+                               generator=torch.Generator().manual_seed(3))
+    p_exact = (~ok).double().mean().item()
+    with pytest.warns(UserWarning, match="lookups"):  # a one-point grid
+        t = L.bler_table(k, mcs, [snr], n_blocks=n_cb, max_errors=n_cb, batch_size=100, seed=4,
+                         cache_dir=tmp_path, max_blocks_exact=2)
+    assert t.cb_scaled and t.n_blocks[0] == n_cb
+    p_cb, p_tb = t.n_errors[0] / n_cb, float(t.bler[0])
+    assert p_tb == pytest.approx(1 - (1 - p_cb) ** 3)
+    p = min(max(p_tb, 0.05), 0.95)
+    q = min(max(p_cb, 0.02), 0.98)
+    sd = math.sqrt(p * (1 - p) / n_tb + (3 * (1 - q) ** 2) ** 2 * q * (1 - q) / n_cb)
+    assert abs(p_exact - p_tb) <= 4 * sd, (p_exact, p_tb, p_cb)
+    assert 0.02 < p_cb < 0.5 and 0.05 < p_exact < 0.9  # really on the waterfall
+
+
+# ----------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------
 
@@ -383,5 +492,11 @@ def test_bad_inputs():
         L.get_link(K, "QPSK-r1/2").transmit(torch.zeros(1, 8), 5.0, h=torch.ones(1, dtype=torch.complex64))
     with pytest.raises(ValueError, match="ascending"):
         L.bler_table(K, "QPSK-r1/2", [2.0, 1.0], use_cache=False)
+    with pytest.raises(ValueError, match="max_blocks_exact must be >= 1"):
+        L.bler_table(K, "QPSK-r1/2", [1.0], use_cache=False, max_blocks_exact=0)
+    with pytest.raises(ValueError, match="demapping"):
+        L.bler_table(K, "QPSK-r1/2", [1.0], use_cache=False, demapping="exact")
+    with pytest.raises(ValueError, match="k too small|too small for this MCS"):
+        L.code_block_surrogate(16, "BPSK-r1/2")
     with pytest.raises(ValueError, match="is for k=256 QPSK-r1/2"):
         L.simulate_success(K, "16QAM-r1/2", 5.0, batch_size=2, table=_toy_table([0, 1], [1, 0]))
