@@ -101,9 +101,12 @@ class JSCCSystem(nn.Module):
             layered models: ``z``/``y`` ``(B,L,k_l)`` plus ``x_hat_prefix`` ``(B,L,3,H,W)`` and
             ``layers_sent`` ``(B,)`` (see :mod:`jscc.models.layered`).
         """
-        if self.layered:
-            return self.model.transmit(x, self.layer_link(snr_db, x.shape[0], x.device, generator=generator),
-                                       stop_psnr_db=stop_psnr_db)
+        if self.layered:  # the model drives the channel itself, through its own link or a LayerLink
+            if hasattr(self.model, "make_link"):
+                link = self.model.make_link(self, snr_db, x.shape[0], x.device, generator=generator)
+            else:
+                link = self.layer_link(snr_db, x.shape[0], x.device, generator=generator)
+            return self.model.transmit(x, link, stop_psnr_db=stop_psnr_db)
         if stop_psnr_db is not None:
             raise ValueError(f"{self.model.registry_name} has no variable-length mode (stop_psnr_db)")
         snr = self.resolve_snr(snr_db, x.shape[0], x.device)
