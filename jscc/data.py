@@ -47,6 +47,11 @@ class ImageSet:
         return len(self.images)
 
     @property
+    def uniform(self) -> bool:
+        """Whether batches of several images are possible (stacked images, or crops)."""
+        return self.stacked or self.crop is not None
+
+    @property
     def stacked(self) -> bool:
         """True when all images share one size and are stored as one tensor."""
         return isinstance(self.images, torch.Tensor)
@@ -191,7 +196,7 @@ def load_dataset(
 
 
 def iterate_batches(
-    dataset: ImageSet,
+    dataset,
     batch_size: int,
     *,
     indices=None,
@@ -199,7 +204,9 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
 ):
-    """Yield float32 batches ``(B,3,H,W)``; unstacked images of mixed sizes are batched one at a time.
+    """Yield float32 batches ``(B,3,H,W)`` of an :class:`ImageSet` (or clips ``(B,T,3,H,W)`` of a
+    :class:`jscc.video.VideoSet` / ``SyntheticMotion``: anything with ``batch``, ``uniform`` and
+    ``len``); examples of mixed sizes are batched one at a time.
 
     ``indices``: the image order (e.g. from a sampler); default all images, shuffled with
     ``generator`` when ``shuffle``. ``generator`` also draws random crops.
@@ -209,7 +216,7 @@ def iterate_batches(
     else:
         order = torch.randperm(len(dataset), generator=generator) if shuffle else torch.arange(len(dataset))
     n = len(order)
-    if not dataset.stacked and dataset.crop is None:
+    if not dataset.uniform:
         batch_size = 1
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):

@@ -55,7 +55,8 @@ def evaluate(
         "psnr_of_mean_mse": [...]}``, one value per SNR. Layered models add ``channel_uses``
         (complex uses per image actually sent, mean and std), ``target_reached`` (fraction, with
         ``stop_psnr_db``) and ``per_prefix``: one such dict per prefix of layers (the results
-        file's ``metrics_per_prefix``).
+        file's ``metrics_per_prefix``). Video models (clips ``(B,T,3,H,W)``): metrics over every
+        (clip, frame, draw), ``channel_uses`` per clip, and ``per_frame`` (``metrics_per_frame``).
     """
     unknown = set(metrics) - set(IMAGE_METRICS)
     if unknown:
@@ -75,14 +76,23 @@ def evaluate(
     acc = M.MetricAccumulator()
     adaptive = getattr(system.model, "snr_adaptive", True)
     batches = iterate_batches(dataset, batch_size)
-    n_batches = -(-len(dataset) // batch_size) if dataset.stacked or dataset.crop is not None else len(dataset)
+    n_batches = -(-len(dataset) // batch_size) if dataset.uniform else len(dataset)
     layered = system.layered
     if stop_psnr_db is not None and not layered:
         raise ValueError(f"{system.model.registry_name} has no variable-length mode (stop_psnr_db)")
     for x in tqdm(batches, total=n_batches, desc="sweep", unit="batch", disable=not progress, leave=False):
         x = x.to(device, non_blocking=True)
         size = tuple(x.shape[-2:])
-        x_rep = x.repeat(n_channel_draws, 1, 1, 1)
+        x_rep = x.repeat(n_channel_draws, *([1] * (x.ndim - 1)))
+        if x.ndim == 5:  # video (B,T,3,H,W): metrics per (clip, frame, draw), and per frame index
+            for i, snr in enumerate(snr_db):
+                out = system(x_rep, snr, generator=generator)
+                _accumulate(acc, i, out["x_hat"].flatten(0, 1), x_rep.flatten(0, 1), metrics, scorers)
+                acc.add(i, "channel_uses", out["channel_uses"])
+                for t in range(x.shape[1]):
+                    _accumulate(acc, (i, "frame", t), out["x_hat"][:, t], x_rep[:, t], metrics, scorers)
+            n_frames = x.shape[1]
+            continue
         if layered:
             layer_uses = system.model.layer_channel_uses(*size)
             for i, snr in enumerate(snr_db):
@@ -101,7 +111,10 @@ def evaluate(
             _accumulate(acc, i, x_hat, x_rep, metrics, scorers)
     system.train(was_training)
     summary = _named_perceptual(acc.summary(range(len(snr_db))), perceptual_model)
-    if layered:
+    if x.ndim == 5:
+        summary["per_frame"] = [_named_perceptual(acc.summary([(i, "frame", t) for i in range(len(snr_db))]),
+                                                  perceptual_model) for t in range(n_frames)]
+    elif layered:
         summary.pop("target_reached_std", None)
         summary["per_prefix"] = [_named_perceptual(acc.summary([(i, p) for i in range(len(snr_db))]), perceptual_model)
                                  for p in range(system.model.layers)]
@@ -159,10 +172,14 @@ def sweep_results(
                        metrics=metrics, seed=seed, device=device, lpips_model=lpips_model, progress=progress,
                        stop_psnr_db=stop_psnr_db, perceptual_model=perceptual_model)
     per_prefix = summary.pop("per_prefix", None)
+    per_frame = summary.pop("per_frame", None)
     sizes = {dataset.image_size(i) for i in range(len(dataset))}
     height, width = dataset.image_size(0)
-    k = system.channel_uses(height, width)
-    n = 3 * height * width
+    if per_frame is not None:  # video: k and n over the clip's frames
+        frames = dataset.num_frames(0)
+        k, n = system.model.clip_channel_uses(height, width, frames), 3 * height * width * frames
+    else:
+        k, n = system.channel_uses(height, width), 3 * height * width
     results = {
         "schema": "jscc-results/1",
         "name": name,
@@ -178,6 +195,8 @@ def sweep_results(
         "n_channel_draws": n_channel_draws,
         "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed),
     }
+    if per_frame is not None:
+        results["metrics_per_frame"] = per_frame
     if per_prefix is not None:
         results["metrics_per_prefix"] = per_prefix
         results["layers"] = system.model.layer_info(height, width)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from jscc.data import IMAGE_EXTENSIONS, ImageSet, _to_chw_uint8
+from jscc.data import IMAGE_EXTENSIONS, ImageSet, _to_chw_uint8, iterate_batches
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -498,30 +498,7 @@ def load_ucf101(root, *, split_file: str | os.PathLike | None = None, frames: in
                          multiple=multiple, frame_step=frame_step, max_frames=max_frames)
 
 
-def iterate_video_batches(
-    dataset: "VideoSet | SyntheticMotion",
-    batch_size: int,
-    *,
-    indices=None,
-    shuffle: bool = False,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-):
-    """Yield float32 clips ``(B, T, 3, H, W)``; clips of mixed shapes are batched one at a time.
-
-    ``indices``: the clip order (e.g. from a sampler); default all clips, shuffled with
-    ``generator`` when ``shuffle``. ``generator`` also draws the crops / motion.
-    """
-    if indices is not None:
-        order = torch.as_tensor(indices, dtype=torch.long)
-    else:
-        order = torch.randperm(len(dataset), generator=generator) if shuffle else torch.arange(len(dataset))
-    n = len(order)
-    if not dataset.uniform:
-        batch_size = 1
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        yield dataset.batch(order[start : start + batch_size], generator=generator)
+iterate_video_batches = iterate_batches  # one batching loop for images and clips (jscc.data)
 
 
 # --------------------------------------------------------------------------- synthetic motion

@@ -264,3 +264,18 @@ def test_train_agent_step_changes_only_the_agent(smooth_images):
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in frozen.items())
     features = m.agent_features(x[:, 1:], x[:, 0], torch.tensor([0.0, 20.0]))
     assert features.shape == (2, 13) and torch.isfinite(features).all()
+
+
+def test_sweep_results_for_video_report_per_frame_metrics_and_clip_bandwidth():
+    from jscc.evaluate import sweep_results
+    from jscc.results import validate_results
+    from jscc.video import VideoSet
+
+    model = _tiny()
+    clips = VideoSet(torch.randint(0, 256, (2, 5, 3, 16, 16), dtype=torch.uint8), "rand-clips")
+    res = sweep_results(JSCCSystem(model, AWGN()), clips, [0.0, 10.0], name="wive", n_channel_draws=2, command="test")
+    validate_results(res)
+    assert len(res["metrics_per_frame"]) == 5 and len(res["metrics_per_frame"][0]["psnr"]) == 2
+    assert res["k"] == model.clip_channel_uses(16, 16, 5)
+    assert res["bandwidth_ratio"] == pytest.approx(float(model.bandwidth_ratio(16, 16, 5)))
+    assert res["metrics"]["channel_uses"] == [float(res["k"])] * 2
