@@ -26,6 +26,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint path or zoo name")
     add_data_args(p, default="sample", help_suffix="; test images")
     add_snr_args(p)
+    p.add_argument("--frames", type=int, default=None, metavar="T",
+                   help="video models: --data is a folder of clips; evaluate the first T frames of each")
     p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
@@ -70,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     system = JSCCSystem(model, channel).to(args.device)
     if args.stop_psnr is not None and not hasattr(model, "encode_layer"):
         raise SystemExit(f"error: --stop-psnr needs a model that sends layer by layer, not {model.registry_name}")
-    dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False, limit=args.limit,
-                           name=args.data_name)
+    if args.frames is not None:  # video: clips of T frames at native size (first T frames of each clip)
+        from jscc.video import load_video_folder
+
+        dataset = load_video_folder(args.data, frames=args.frames, random_crop=False, limit=args.limit, name=args.data_name)
+    else:
+        dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
+                               limit=args.limit, name=args.data_name)
     metrics = list(args.metrics)
     if "ms_ssim" in metrics:
         from jscc.metrics import ms_ssim_supported

@@ -36,6 +36,11 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="train on random CROPxCROP patches (large images)")
     p.add_argument("--samples-per-epoch", type=int, default=None,
                    help="with --crop: random crops per epoch (each image repeated evenly; default one per image)")
+    p.add_argument("--frames", type=int, default=None, metavar="T",
+                   help="video models (deepwive): clips of T frames (1 + 4m); --data is a folder of clips (frame "
+                        "folders, video files, UCF-101) unless --synthetic-motion")
+    p.add_argument("--synthetic-motion", action="store_true",
+                   help="with --frames and --crop: clips of random pans/zooms/rotations over the still images of --data")
     p.add_argument("--val-data", default=None, help="validation images (default: hold out --val-size training images)")
     p.add_argument("--val-size", type=int, default=1000, help="validation images (default: %(default)s)")
     add_channel_args(p)
@@ -61,6 +66,10 @@ def setup_args() -> argparse.ArgumentParser:
 
 
 def build_datasets(args) -> tuple[ImageSet, ImageSet]:
+    if args.frames is not None:
+        return build_video_datasets(args)
+    if args.synthetic_motion:
+        raise SystemExit("error: --synthetic-motion needs --frames")
     kw = dict(data_root=args.data_root, download=args.download, crop=args.crop)
     train_set = load_dataset(args.data, train=True, limit=args.limit, name=args.data_name, **kw)
     if args.val_data is not None:
@@ -77,6 +86,39 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
             raise SystemExit("error: --samples-per-epoch needs --crop")
         train_set = train_set.subset([i % len(train_set) for i in range(args.samples_per_epoch)])
     return train_set, ImageSet(val_set.images, val_set.name, val_set.crop, random_crop=False)
+
+
+def build_video_datasets(args):
+    """Training and validation clips: frame folders / video files, or synthetic motion over stills."""
+    from jscc.video import SyntheticMotion, load_video_folder
+
+    if args.synthetic_motion:
+        if args.crop is None:
+            raise SystemExit("error: --synthetic-motion needs --crop (the frame size)")
+        stills = load_dataset(args.data, train=True, limit=args.limit, name=args.data_name,
+                              data_root=args.data_root, download=args.download)
+        if len(stills) < 2:
+            raise SystemExit("error: need >= 2 still images to hold out validation sources")
+        n_val = min(args.val_size, max(1, len(stills) // 10))
+        order = torch.randperm(len(stills), generator=torch.Generator().manual_seed(args.seed)).tolist()
+        val = [stills.images[i] for i in order[:n_val]]
+        train = [stills.images[i] for i in order[n_val:]]
+        if args.samples_per_epoch is not None:
+            train = [train[i % len(train)] for i in range(args.samples_per_epoch)]
+        name = f"synthetic-motion({stills.name})"
+        return (SyntheticMotion(train, args.frames, args.crop, name=name),
+                SyntheticMotion(val, args.frames, args.crop, name=f"{name} held out"))
+    clips = load_video_folder(args.data, frames=args.frames, crop=args.crop, limit=args.limit, name=args.data_name)
+    if args.val_data is not None:
+        val = load_video_folder(args.val_data, frames=args.frames, crop=args.crop, random_crop=False)
+        return clips, val.subset(range(min(args.val_size, len(val))))
+    if len(clips) < 2:
+        raise SystemExit("error: need >= 2 clips to hold out validation clips (or pass --val-data)")
+    n_val = min(args.val_size, max(1, len(clips) // 10))
+    order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(args.seed))
+    val = clips.subset(order[:n_val])
+    val.random_crop = False
+    return clips.subset(order[n_val:]), val
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -285,3 +285,21 @@ def test_reproduce_envelope_takes_the_best_model_per_snr():
     assert env["metrics"]["psnr"] == [20.0, 27.0] and "10 dB b" in env["notes"]
     with pytest.raises(ValueError, match="same SNRs"):
         envelope([res("a", [1.0, 2.0]), {**res("b", [1.0, 2.0]), "snr_db": [0.0, 5.0]}], name="env")
+
+
+def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_path, write_pngs):
+    write_pngs(tmp_path / "stills", [(40, 40)] * 6)
+    for clip in ("a", "b"):
+        write_pngs(tmp_path / "clips" / clip, [(16, 16)] * 5, seed=ord(clip))
+    model_args = ["--model", "deepwive", "--bandwidth-ratio", "1/12", "--model-arg", "c=8",
+                  "--model-arg", "chunks_per_frame=4", "--model-arg", "hidden=[8,8,8,8]", "--model-arg", "flow_hidden=8"]
+    run = tmp_path / "run"
+    assert train_cli.main([*model_args, "--data", str(tmp_path / "stills"), "--frames", "5", "--synthetic-motion",
+                           "--crop", "16", "--samples-per-epoch", "4", "--epochs", "1", "--batch-size", "2",
+                           "--val-size", "1", "--quiet", "--threads", "1", "--train-snr-range", "0", "20",
+                           "--out", str(run)]) == 0
+    res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "v.json", "--frames", "5", "--metrics", "psnr")
+    assert res["method"] == "deepwive" and len(res["metrics_per_frame"]) == 5 and res["dataset"]["n_images"] == 2
+    assert res["bandwidth_ratio_str"] == "1/12"
+    with pytest.raises(SystemExit, match="--frames"):
+        train_cli.main(["--data", str(tmp_path / "stills"), "--synthetic-motion", "--out", str(tmp_path / "bad")])
