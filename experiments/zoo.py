@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'name':44s} {'k/n':>6s} {'train SNR':>9s}  measured")
     for name, entry in sorted(ZOO.items()):
         m = entry["metrics"]
+        if entry["model"] == "stylegan2":  # an image prior: no channel; quality = projection PSNR
+            print(f"{name:44s} {'prior':>6s} {'-':>9s}  projection PSNR {m['projection_psnr']:.2f} dB on {m['dataset']}")
+            continue
         snr = entry["train_snr_db"]
         train = f"{snr[0]:g}-{snr[1]:g}" if isinstance(snr, list) else f"{snr:g}"
         psnr = "/".join(f"{v:.2f}" for v in _as_list(m["psnr"]))

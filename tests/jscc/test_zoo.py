@@ -11,7 +11,8 @@ from jscc.checkpoint import read_checkpoint
 from jscc.results import parse_ratio, sha256_file
 from jscc.zoo import WEIGHTS_DIR, ZOO, weight_path
 
-ENTRIES = sorted(ZOO)
+ENTRIES = sorted(n for n, e in ZOO.items() if e["model"] != "stylegan2")  # JSCC models
+PRIORS = sorted(n for n, e in ZOO.items() if e["model"] == "stylegan2")  # image priors (jscc.priors)
 
 
 @pytest.mark.parametrize("name", ENTRIES)
@@ -35,6 +36,15 @@ def test_zoo_model_forward_is_deterministic_under_a_seed(name, smooth_images):
         b = system(x, generator=torch.Generator().manual_seed(0))["x_hat"]
     assert torch.equal(a, b)
     assert a.shape == x.shape
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_zoo_prior_loads_strictly(name):
+    from jscc.priors import load_prior
+
+    assert sha256_file(weight_path(name)) == ZOO[name]["sha256"]
+    generator = load_prior(name)
+    assert generator.config == ZOO[name]["config"] and not generator.training
 
 
 def test_weight_files_are_all_tabled():
