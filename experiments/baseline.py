@@ -6,6 +6,12 @@ Examples::
         --bandwidth-ratio 1/12 --data ../shared/data/cifar10/test --out results/j2k-capacity-snr10.json
     jscc baseline --codec jpeg2000 --link ldpc --design-snr 5 10 15 --design oracle --snr 0:20:1 \
         --bandwidth-ratio 1/16 --data ../shared/data/kodak --out results/kodak-ldpc/
+
+Video (``--frames T`` / ``--gop`` / ``--codec h264|h265``: --data is a folder of clips, frame folders or
+video files; the first T frames of each at native size; k and k/n per clip, n = 3HWT)::
+
+    jscc baseline --codec h264 --frames 9 --gop 4 --link capacity --design-snr 10 --snr 0:20:2 \
+        --bandwidth-ratio 1/12 --data ../shared/data/video --out results/h264-capacity-snr10.json
 """
 from __future__ import annotations
 
@@ -15,17 +21,24 @@ import sys
 from pathlib import Path
 
 from experiments.args import add_data_args, add_snr_args, parse_key_values, parse_snr_list, summary_line
-from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, get_codec, list_codecs
+from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
 from jscc.baselines.separate import LINKS, SeparateBaseline, baseline_results
+from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
 from jscc.data import load_dataset
 from jscc.results import parse_ratio, write_results
 
 
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc baseline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--codec", default="jpeg2000", choices=list_codecs(), help="source codec (default: %(default)s)")
+    p.add_argument("--codec", default="jpeg2000", choices=[*list_codecs(), *VIDEO_CODECS],
+                   help="source codec (default: %(default)s); h264 / h265 code clips (video)")
     p.add_argument("--codec-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="codec option, e.g. num_resolutions=6 keep_comment=true (Pillow's JPEG2000 defaults)")
+                   help="codec option, e.g. num_resolutions=6 keep_comment=true (Pillow's JPEG2000 defaults); "
+                        "video: preset=slow, rate_mode=crf, chroma=444, ... (VideoCodec)")
+    p.add_argument("--frames", type=int, default=None, metavar="T",
+                   help="video: --data is a folder of clips (frame folders or video files); the first T frames of each")
+    p.add_argument("--gop", type=int, default=None,
+                   help="video: frames per GOP, an IDR frame every GOP frames (default 4; >= T: one GOP)")
     p.add_argument("--link", default="capacity", choices=LINKS, help="capacity-achieving code or 5G LDPC + QAM")
     p.add_argument("--channel", default="awgn", choices=["awgn", "rayleigh"],
                    help="AWGN or slow Rayleigh fading (h known at the digital receiver)")
@@ -36,15 +49,17 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--mcs", nargs="*", default=[], help="LDPC: also fixed MCSs, e.g. QPSK-r1/2 16QAM-r3/4")
     add_snr_args(p, default="0:25:1")
     p.add_argument("--bandwidth-ratio", default="1/12", help="k/n as a fraction (default: %(default)s)")
-    p.add_argument("--byte-accounting", default="full", choices=ACCOUNTING_MODES)
-    p.add_argument("--fallback", default="image_mean", choices=FALLBACK_MODES)
+    p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_MODES,
+                   help="default: full for images, payload (slice NAL units) for video")
+    p.add_argument("--fallback", default=None, choices=[*FALLBACK_MODES, *VIDEO_FALLBACK_MODES],
+                   help="default: image_mean for images, clip_mean for video")
     p.add_argument("--n-channel-draws", type=int, default=10)
     p.add_argument("--ldpc-mode", default="cached", choices=["cached", "exact"],
                    help="LDPC: cached BLER curves (fast) or the exact bit-level chain with the codec's bytes")
     p.add_argument("--bler-blocks", type=int, default=1000, help="LDPC: Monte-Carlo blocks per SNR of a BLER table")
     p.add_argument("--workers", type=int, default=2, help="processes for source coding")
     add_data_args(p, default="sample", help_suffix="; test images (one pixel count)")
-    p.add_argument("--crop", type=int, default=None, help="centre-crop test images to CROPxCROP")
+    p.add_argument("--crop", type=int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="result name (one policy only; default from codec, link, channel, policy)")
     p.add_argument("--out", required=True, help="results JSON file, or a folder when several policies are given")
@@ -64,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     policies = [*args.design_snr, *args.design, *args.mcs]
     if not policies:
         raise SystemExit("error: give --design-snr VALUE(S), --design oracle|match or --mcs NAME(S)")
+    command = "jscc baseline " + shlex.join(sys.argv[2:] if argv is None else argv)
+    if args.frames is not None or args.gop is not None or args.codec in VIDEO_CODECS:
+        return _main_video(args, snrs, ratio, policies, command)
+    if args.fallback not in (None, *FALLBACK_MODES):
+        raise SystemExit(f"error: --fallback {args.fallback} applies to video clips; images take {FALLBACK_MODES}")
+    args.fallback = args.fallback or "image_mean"
+    args.byte_accounting = args.byte_accounting or "full"
     dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
                            limit=args.limit, crop=args.crop, random_crop=False, name=args.data_name)
     codec = get_codec(args.codec, **parse_key_values(args.codec_arg, "--codec-arg"))
@@ -71,11 +93,47 @@ def main(argv: list[str] | None = None) -> int:
                                 accounting=args.byte_accounting, fallback=args.fallback, workers=args.workers,
                                 ldpc_mode=args.ldpc_mode, table_kwargs={"n_blocks": args.bler_blocks},
                                 progress=not args.quiet)
-    command = "jscc baseline " + shlex.join(sys.argv[2:] if argv is None else argv)
     out = Path(args.out)
     for policy in policies:
         results = baseline_results(baseline, snrs, policy, n_channel_draws=args.n_channel_draws, seed=args.seed,
                                    command=command, name=args.name if len(policies) == 1 else None)
+        path = write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out)
+        print(summary_line(results))
+        print(f"wrote {path}")
+    return 0
+
+
+def _main_video(args, snrs, ratio, policies, command) -> int:
+    """The video branch: H.264 / H.265 clips (``--frames``, ``--gop``) over the link."""
+    from jscc.baselines.video_codecs import VideoCodec
+    from jscc.baselines.video_separate import VideoSeparateBaseline, video_baseline_results
+    from jscc.video import load_video_folder
+
+    if args.codec not in VIDEO_CODECS:
+        raise SystemExit(f"error: --frames / --gop code video clips: use --codec {' or '.join(VIDEO_CODECS)}, "
+                         f"not {args.codec}")
+    if args.fallback not in (None, *VIDEO_FALLBACK_MODES):
+        raise SystemExit(f"error: --fallback {args.fallback} applies to images; clips take {VIDEO_FALLBACK_MODES}")
+    if args.data is None or args.data == "sample":
+        raise SystemExit("error: video needs --data: a folder of clips (frame folders or video files)")
+    if args.ldpc_mode != "cached":
+        raise SystemExit("error: video clips use the cached BLER tables (--ldpc-mode cached)")
+    gop = 4 if args.gop is None else args.gop
+    try:
+        codec = VideoCodec(args.codec, **parse_key_values(args.codec_arg, "--codec-arg"))
+        clips = load_video_folder(args.data, frames=args.frames, crop=args.crop, random_crop=False,
+                                  max_frames=args.frames, limit=args.limit, name=args.data_name)  # first T frames
+        baseline = VideoSeparateBaseline(clips, codec=codec, link=args.link, channel=args.channel,
+                                         bandwidth_ratio=ratio, gop=gop, accounting=args.byte_accounting or "payload",
+                                         fallback=args.fallback or "clip_mean", workers=args.workers,
+                                         table_kwargs={"n_blocks": args.bler_blocks}, progress=not args.quiet)
+    except (FileNotFoundError, ValueError, TypeError, CodecUnavailableError) as err:
+        raise SystemExit(f"error: {err}")
+    out = Path(args.out)
+    for policy in policies:
+        results = video_baseline_results(baseline, snrs, policy, n_channel_draws=args.n_channel_draws,
+                                         seed=args.seed, command=command,
+                                         name=args.name if len(policies) == 1 else None)
         path = write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out)
         print(summary_line(results))
         print(f"wrote {path}")
