@@ -37,12 +37,12 @@ Two links carry the source codec's bytes for one image over ``k`` complex channe
    image at k/n = 1/16: k = 73,728 channel uses, 9 code blocks at QPSK-1/2, 59 at
    256QAM-5/6) are too slow to simulate whole. Their tables are *code-block scaled*:
    ``BLER_TB = 1 - (1 - BLER_cb)^C`` with ``BLER_cb`` the exact table of a single-code-block
-   surrogate TB at the same MCS (:func:`code_block_surrogate`), chosen for the same base
-   graph and lifting size, the closest code-block size and code rate the 38.214 TB sizes
-   allow (for k = 73,728 and the 25 MCSs: -216 to +40 information bits of ~8.2k, the code
-   rate within 4e-4 relative). Code blocks occupy whole symbols, so their errors are independent on AWGN and,
-   given ``h``, under slow fading. The key of a scaled table records ``cb_scaled`` and the
-   surrogate (:func:`bler_table`).
+   surrogate TB of the same modulation (:func:`code_block_surrogate`), chosen for the same
+   base graph and lifting size, the closest code-block size and code rate the 38.214 TB
+   sizes allow (for k = 73,728 and the 25 MCSs: -216 to +40 information bits of ~8.2k, the
+   code rate within 4e-4 relative). Code blocks occupy whole symbols, so their errors are
+   independent on AWGN and, given ``h``, under slow fading. The key of a scaled table
+   records ``cb_scaled`` and the surrogate (:func:`bler_table`).
 
 Randomness: every stochastic function takes a ``torch.Generator`` (payload bits, noise,
 ``h`` and Bernoulli draws all come from it). The Sionna blocks used here draw no random
@@ -578,6 +578,9 @@ def feasible_mcs(k: int, mcs_grid: Sequence[MCS] = MCS_GRID) -> list[MCS]:
 SURROGATE_SIZE_WEIGHT = 0.1
 #: Candidate surrogate codeword lengths span ``E * (1 +- SURROGATE_WINDOW)``.
 SURROGATE_WINDOW = 0.12
+#: Cost handicap of a surrogate whose target rate differs from the MCS's (chosen only when it
+#: lowers the rate error by more than this, e.g. 6.6e-3 -> 1e-4 for k = 8344 at QPSK-1/2).
+SURROGATE_RATE_ADJUST_PENALTY = 1e-3
 _SURROGATE_TRIES = 16  # best-ranked candidates built with Sionna before giving up
 
 
@@ -591,12 +594,13 @@ class CodeBlockSurrogate:
     graph 1), rate-matched to ``E_c = codeword_lengths[c]`` coded bits (38.212 5.4.2.1: two
     values at most, differing by ``log2(M)``).
 
-    ``surrogate`` is the TB of ``surrogate_k`` channel uses at the same MCS that Sionna
-    encodes as exactly one code block (no segmentation, no CB CRC; its TB CRC is CRC24A,
-    or CRC16 for TBs <= 3824 bits) with the same base graph and lifting size, ``K_s =
-    surrogate.cb_size`` as close to ``K_cb`` and ``K_s / E_s`` (``E_s = surrogate_k *
-    log2(M)``) as close to ``K_cb / mean(E_c)`` as the 38.214 TB sizes allow (see
-    :func:`code_block_surrogate`). For a TB of one code block the surrogate is the TB itself.
+    ``surrogate`` is the TB of ``surrogate_k`` channel uses at ``surrogate_mcs`` (the same
+    modulation; the same target rate unless another one gives a much closer code rate, see
+    :func:`code_block_surrogate`) that Sionna encodes as exactly one code block (no
+    segmentation, no CB CRC; its TB CRC is CRC24A, or CRC16 for TBs <= 3824 bits) with the
+    same base graph and lifting size, ``K_s = surrogate.cb_size`` as close to ``K_cb`` and
+    ``K_s / E_s`` (``E_s = surrogate_k * log2(M)``) as close to ``K_cb / mean(E_c)`` as the
+    38.214 TB sizes allow. For a TB of one code block the surrogate is the TB itself.
 
     The TB block error rate is then approximated by ``1 - (1 - BLER_s)^C`` (code blocks see
     independent noise on AWGN since each occupies whole symbols; a TB fails iff any CB fails,
@@ -609,6 +613,11 @@ class CodeBlockSurrogate:
 
     layout: TransportBlockLayout
     surrogate: TransportBlockLayout
+
+    @property
+    def surrogate_mcs(self) -> MCS:
+        """MCS of the surrogate TB: the TB's modulation, its target rate possibly adjusted."""
+        return MCS.parse(self.surrogate.mcs)
 
     @property
     def num_code_blocks(self) -> int:
@@ -652,6 +661,7 @@ class CodeBlockSurrogate:
 
     def as_dict(self) -> dict:
         return {"layout": self.layout.as_dict(), "surrogate": self.surrogate.as_dict(),
+                "surrogate_mcs": self.surrogate.mcs,
                 "rate_error": self.rate_error, "cb_size_error": self.cb_size_error,
                 "codeword_length_error": self.codeword_length_error}
 
@@ -659,9 +669,14 @@ class CodeBlockSurrogate:
 def code_block_surrogate(k: int, mcs: MCS | str, *, device: str = "cpu") -> CodeBlockSurrogate:
     """The code-block layout of one image's TB and its single-code-block surrogate TB.
 
-    Candidates are the ``k_s`` whose ``k_s * log2(M)`` coded bits lie within
-    ``+-SURROGATE_WINDOW`` of ``mean(E_c)``; those Sionna would encode as one code block are
-    ranked by ``|rate_error| + SURROGATE_SIZE_WEIGHT * |K_s / K_cb - 1|`` (ties: the closer
+    Candidates are (a) the ``k_s`` at the TB's MCS whose ``k_s * log2(M)`` coded bits lie
+    within ``+-SURROGATE_WINDOW`` of ``mean(E_c)`` and (b) for each one-code-block TB size
+    ``T`` they reach, the ``k_s`` closest to ``K_s / (K_cb / mean(E_c))`` with the target
+    rate ``T / (k_s log2 M)`` (an exact fraction: the TB size ``T`` is kept, ``E_s`` set for
+    the code rate; only this decouples ``E_s`` from the 38.214 TB-size quantisation, which
+    leaves rate errors up to ~1 % in (a), 0.66 % for k = 8344 at QPSK-1/2). Those Sionna
+    would encode as one code block are ranked by ``|rate_error| + SURROGATE_SIZE_WEIGHT *
+    |K_s / K_cb - 1|``, plus ``SURROGATE_RATE_ADJUST_PENALTY`` for (b) (ties: the closer
     length), and the first whose Sionna layout has the TB's base graph and lifting size is
     taken. Deterministic; cached per ``(k, mcs, device)``.
 
@@ -687,17 +702,39 @@ def _code_block_surrogate(k: int, mcs: MCS, device: str) -> CodeBlockSurrogate:
         return CodeBlockSurrogate(layout=layout, surrogate=layout)
     q = mcs.bits_per_symbol
     e_mean = layout.num_coded_bits / layout.num_code_blocks
+    r_cb = layout.cb_size / e_mean
+
+    def one_block(tb: np.ndarray, ncb: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(K_s = TB bits + TB CRC, feasible as one code block that Sionna encodes)."""
+        k_cb = tb + np.where(tb > 3824, 24, 16)
+        return k_cb, (ncb == 1) & (tb + 16 < n) & (k_cb <= 0.95 * n)
+
+    def cost(k_cb: np.ndarray, n: np.ndarray) -> np.ndarray:
+        return np.abs(k_cb / n / r_cb - 1) + SURROGATE_SIZE_WEIGHT * np.abs(k_cb / layout.cb_size - 1)
+
+    # (a) the TB's own MCS
     ks = np.arange(max(1, math.floor(e_mean * (1 - SURROGATE_WINDOW) / q)),
                    math.ceil(e_mean * (1 + SURROGATE_WINDOW) / q) + 1)
     tb, ncb, n = _tb_sizes(ks, mcs)
-    k_cb = tb + np.where(tb > 3824, 24, 16)  # one code block: TB bits + TB CRC
-    feasible = (ncb == 1) & (tb + 16 < n) & (k_cb <= 0.95 * n)
-    cost = (np.abs(k_cb / n / (layout.cb_size / e_mean) - 1)
-            + SURROGATE_SIZE_WEIGHT * np.abs(k_cb / layout.cb_size - 1))
-    order = [i for i in np.lexsort((np.abs(n - e_mean), cost)) if feasible[i]]
-    for i in order[:_SURROGATE_TRIES]:
+    k_cb, ok = one_block(tb, ncb, n)
+    cands = [(float(c), abs(float(nn) - e_mean), int(kk), mcs) for c, nn, kk, f in zip(cost(k_cb, n), n, ks, ok) if f]
+    # (b) each one-code-block TB size reached in (a), with the rate-matching length set for the rate
+    for t in np.unique(tb[ok]):
+        t = int(t)
+        k_s = round((t + (24 if t > 3824 else 16)) / r_cb / q)
+        rate = Fraction(t, k_s * q)
+        if not MIN_CODE_RATE <= rate <= MAX_CODE_RATE or rate == mcs.rate:
+            continue
+        adj = MCS(mcs.order, rate)
+        tb2, ncb2, n2 = _tb_sizes(np.array([k_s]), adj)
+        k_cb2, ok2 = one_block(tb2, ncb2, n2)
+        if ok2[0] and tb2[0] == t:  # 38.214 keeps T at this rate
+            cands.append((float(cost(k_cb2, n2)[0]) + SURROGATE_RATE_ADJUST_PENALTY, abs(float(n2[0]) - e_mean), k_s,
+                          adj))
+    cands.sort(key=lambda c: c[:2])
+    for _, _, k_s, m in cands[:_SURROGATE_TRIES]:
         try:
-            sur = transport_block_layout(int(ks[i]), mcs, device=device)
+            sur = transport_block_layout(k_s, m, device=device)
         except ValueError:
             continue
         if (sur.num_code_blocks == 1 and sur.base_graph == layout.base_graph
@@ -1104,10 +1141,10 @@ def bler_table(
     **Code-block-scaled tables** (TBs of ``C > max_blocks_exact`` code blocks, e.g. a Kodak
     image at k/n = 1/16: k = 73,728, 9 to 59 code blocks): the exact table of the TB's
     single-code-block surrogate (:func:`code_block_surrogate`: ``surrogate_k`` channel uses,
-    same MCS, one code block of about the same size, base graph, lifting size and code
-    rate) is built (or loaded) on the same SNR grid with the same budget, *counted in code
+    the same modulation, one code block of about the same size, base graph, lifting size and
+    code rate) is built (or loaded) on the same SNR grid with the same budget, *counted in code
     blocks*, and ``BLER_TB = 1 - (1 - BLER_cb)^C`` at each grid point. The returned table's
-    key is the TB's key plus ``"cb_scaled": True``, ``"surrogate_k"``,
+    key is the TB's key plus ``"cb_scaled": True``, ``"surrogate_k"``, ``"surrogate_mcs"``,
     ``"surrogate_tb_size"``, ``"surrogate_num_coded_bits"``, ``"surrogate_cb_size"`` and
     ``"surrogate_table"`` (the hash of the surrogate table's key); its ``n_blocks`` /
     ``n_errors`` are the surrogate's code-block counts. It is derived on every call from the
@@ -1201,11 +1238,12 @@ def _cb_scaled_table(key: dict, mcs: MCS, grid: np.ndarray, budget: dict, **opti
     sur = code_block_surrogate(key["k"], mcs, device=options["device"])
     with warnings.catch_warnings():  # grid-edge warnings are re-issued for the TB's BLER below
         warnings.filterwarnings("ignore", message=r"BLER table .*lookups")
-        cb = bler_table(sur.surrogate_k, mcs, grid, max_blocks_exact=1, **budget, **options)
+        cb = bler_table(sur.surrogate_k, sur.surrogate_mcs, grid, max_blocks_exact=1, **budget, **options)
     c = sur.num_code_blocks
     key = key | {
         "cb_scaled": True,
         "surrogate_k": sur.surrogate_k,
+        "surrogate_mcs": sur.surrogate.mcs,
         "surrogate_tb_size": sur.surrogate.tb_size,
         "surrogate_num_coded_bits": sur.surrogate.num_coded_bits,
         "surrogate_cb_size": sur.surrogate.cb_size,
