@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from jscc.results import read_results
@@ -79,7 +80,7 @@ def _finish(out: Path, plt, fig, ax, *, many: bool, title: str | None) -> Path:
     else:
         ax.legend(fontsize=8)
     if title:
-        ax.set_title(title)
+        ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
