@@ -60,6 +60,17 @@ def _deconv(cin: int, cout: int, stride: int) -> nn.ConvTranspose2d:
 STRIDES = (2, 2, 1, 1, 1)
 
 
+def check_backbone(c, hidden, c_name: str = "c") -> tuple[int, list[int]]:
+    """Validated ``(c, hidden)`` of the 2019 backbone: ``c`` a positive integer, ``hidden`` four
+    positive filter counts. ValueError otherwise."""
+    if int(c) != c or c < 1:
+        raise ValueError(f"{c_name} must be a positive integer, got {c!r}")
+    hidden = [int(v) for v in hidden]
+    if len(hidden) != 4 or min(hidden) < 1:
+        raise ValueError(f"hidden must be 4 positive filter counts, got {hidden!r}")
+    return int(c), hidden
+
+
 def encoder_stack(in_channels: int, hidden: list[int], out_channels: int) -> nn.Sequential:
     """The 2019 encoder: five 5x5 convs (``hidden`` filters, then ``out_channels``), strides
     2,2,1,1,1, each followed by PReLU. ``(B,in,H,W) -> (B,out,H/4,W/4)``."""
@@ -117,12 +128,8 @@ class DeepJSCC(nn.Module):
 
     def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False):
         super().__init__()
-        hidden = [int(v) for v in hidden]
-        if int(c) != c or c < 1:
-            raise ValueError(f"c must be a positive integer, got {c!r}")
-        if len(hidden) != 4 or min(hidden) < 1:
-            raise ValueError(f"hidden must be 4 positive filter counts, got {hidden!r}")
-        self.config = {"c": int(c), "hidden": hidden, "csi_side_input": bool(csi_side_input)}
+        c, hidden = check_backbone(c, hidden)
+        self.config = {"c": c, "hidden": hidden, "csi_side_input": bool(csi_side_input)}
         self.c = int(c)
         self.csi_side_input = bool(csi_side_input)
         self.encoder = encoder_stack(3, hidden, self.c)

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from channels.power import power_normalize
 from jscc.metrics import check_images
-from jscc.models.deepjscc import (DeepJSCC, _check_size, c_from_bandwidth_ratio, encoder_stack)
+from jscc.models.deepjscc import DeepJSCC, _check_size, c_from_bandwidth_ratio, check_backbone, encoder_stack
 from jscc.models.stylegan2 import Generator, to_unit_range
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.perceptual import PERCEPTUAL_NAMES, CombinedLoss, build_perceptual
@@ -484,11 +484,7 @@ class GenerativeJSCC(_PerceptualLoss, nn.Module):
                  predict_noise: bool = False, finetune_generator: bool = False, alpha: float = 1.0,
                  beta: float = 1.0, perceptual: str = "ssim", perceptual_args: Mapping[str, Any] | None = None):
         super().__init__()
-        hidden = [int(v) for v in hidden]
-        if int(c) != c or c < 1:
-            raise ValueError(f"c must be a positive integer, got {c!r}")
-        if len(hidden) != 4 or min(hidden) < 1:
-            raise ValueError(f"hidden must be 4 positive filter counts, got {hidden!r}")
+        c, hidden = check_backbone(c, hidden)
         for name, value in (("head_width", head_width), ("head_pool", head_pool)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

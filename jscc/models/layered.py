@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from jscc.metrics import check_images
 from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, DeepJSCC, _check_size,
-                                  c_from_bandwidth_ratio, copy_stack, decoder_stack, encoder_stack)
+                                  c_from_bandwidth_ratio, check_backbone, copy_stack, decoder_stack, encoder_stack)
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
@@ -65,13 +65,9 @@ class LayeredJSCC(nn.Module):
 
     def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None):
         super().__init__()
-        if int(c) != c or c < 1:
-            raise ValueError(f"c (filters per layer) must be a positive integer, got {c!r}")
+        c, hidden = check_backbone(c, hidden, "c (filters per layer)")
         if int(layers) != layers or layers < 1:
             raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
-        hidden = [int(v) for v in hidden]
-        if len(hidden) != 4 or min(hidden) < 1:
-            raise ValueError(f"hidden must be 4 positive filter counts, got {hidden!r}")
         weights = [1.0] * int(layers) if loss_weights is None else [float(w) for w in loss_weights]
         if len(weights) != layers or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"loss_weights must be {layers} non-negative numbers with a positive sum, got {loss_weights!r}")
