@@ -19,7 +19,7 @@ from channels import seed_everything
 from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args,
                              parse_key_values)
 from jscc.checkpoint import read_checkpoint, resolve_checkpoint
-from jscc.data import ImageSet, load_dataset
+from jscc.data import ImageSet, holdout_split, load_dataset
 from jscc.registry import get_model_class, list_models
 from jscc.results import sha256_file
 from jscc.system import JSCCSystem
@@ -78,9 +78,8 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
     else:
         if len(train_set) < 2:
             raise SystemExit("error: need >= 2 training images to hold out validation images (or pass --val-data)")
-        n_val = min(args.val_size, max(1, len(train_set) // 10))
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))
-        val_set, train_set = train_set.subset(order[:n_val]), train_set.subset(order[n_val:])
+        val_idx, train_idx = holdout_split(len(train_set), args.val_size, args.seed)
+        val_set, train_set = train_set.subset(val_idx), train_set.subset(train_idx)
     if args.samples_per_epoch is not None:
         if args.crop is None:
             raise SystemExit("error: --samples-per-epoch needs --crop")
@@ -99,10 +98,9 @@ def build_video_datasets(args):
                               data_root=args.data_root, download=args.download)
         if len(stills) < 2:
             raise SystemExit("error: need >= 2 still images to hold out validation sources")
-        n_val = min(args.val_size, max(1, len(stills) // 10))
-        order = torch.randperm(len(stills), generator=torch.Generator().manual_seed(args.seed)).tolist()
-        val = [stills.images[i] for i in order[:n_val]]
-        train = [stills.images[i] for i in order[n_val:]]
+        val_idx, train_idx = holdout_split(len(stills), args.val_size, args.seed)
+        val = [stills.images[i] for i in val_idx]
+        train = [stills.images[i] for i in train_idx]
         if args.samples_per_epoch is not None:
             train = [train[i % len(train)] for i in range(args.samples_per_epoch)]
         name = f"synthetic-motion({stills.name})"
@@ -114,11 +112,10 @@ def build_video_datasets(args):
         return clips, val.subset(range(min(args.val_size, len(val))))
     if len(clips) < 2:
         raise SystemExit("error: need >= 2 clips to hold out validation clips (or pass --val-data)")
-    n_val = min(args.val_size, max(1, len(clips) // 10))
-    order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(args.seed))
-    val = clips.subset(order[:n_val])
+    val_idx, train_idx = holdout_split(len(clips), args.val_size, args.seed)
+    val = clips.subset(val_idx)
     val.random_crop = False
-    return clips.subset(order[n_val:]), val
+    return clips.subset(train_idx), val
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,10 @@ import argparse
 import shlex
 import sys
 
-import torch
 
 from channels import seed_everything
 from experiments.args import add_data_args, add_device_args, apply_device_args
-from jscc.data import ImageSet, load_dataset
+from jscc.data import ImageSet, holdout_split, load_dataset
 from jscc.priors import PriorTrainConfig, train_prior
 
 DEFAULTS = PriorTrainConfig()
@@ -83,9 +82,8 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet | None]:
         else:
             if len(train_set) < 2:
                 raise SystemExit("error: need >= 2 training images to hold some out (or --val-size 0 / --val-data)")
-            n_val = min(args.val_size, max(1, len(train_set) // 10))
-            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))
-            val_set, train_set = train_set.subset(order[:n_val]), train_set.subset(order[n_val:])
+            val_idx, train_idx = holdout_split(len(train_set), args.val_size, args.seed)
+            val_set, train_set = train_set.subset(val_idx), train_set.subset(train_idx)
         val_set = ImageSet(val_set.images, val_set.name, val_set.crop, random_crop=False)
     return train_set, val_set
 

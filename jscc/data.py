@@ -195,6 +195,14 @@ def load_dataset(
     return ds
 
 
+def holdout_split(n: int, val_size: int, seed: int) -> tuple[list[int], list[int]]:
+    """``(validation, training)`` indices of ``n`` examples: ``min(val_size, max(1, n // 10))`` of them,
+    drawn with ``seed``, are held out for validation."""
+    n_val = min(val_size, max(1, n // 10))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return order[:n_val], order[n_val:]
+
+
 def iterate_batches(
     dataset,
     batch_size: int,

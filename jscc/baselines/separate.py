@@ -266,21 +266,26 @@ def _cb_scaled_note(baseline: SeparateBaseline) -> str:
                         for t in scaled))
 
 
-def baseline_results(baseline: SeparateBaseline, snr_db: Sequence[float], design, *, name: str | None = None,
-                     n_channel_draws: int = 10, seed: int = 0, command: str | None = None) -> dict:
-    """Run :meth:`SeparateBaseline.sweep` and return the ``jscc-results/1`` dict."""
+def design_label(design) -> str:
+    """File-name label of a policy: ``design10dB``, ``oracle``, ``QPSK-r1_2``."""
+    return f"design{design:g}dB" if isinstance(design, (int, float)) else str(design).replace("/", "_")
+
+
+def point_labels(points) -> list[str]:
+    """Operating-point labels of a sweep (``"none"`` where nothing was sent)."""
+    return ["none" if p is None else p.label for p in points]
+
+
+def separate_results(b, snr_db: Sequence[float], design, out: dict, *, name: str, dataset_name: str, n_examples: int,
+                     n_channel_draws: int, seed: int, command: str | None, notes: str) -> dict:
+    """The ``jscc-results/1`` dict of a separate baseline ``b`` (image or video) from its ``sweep`` output."""
     from jscc.results import bandwidth_ratio_str, provenance
 
-    out = baseline.sweep(snr_db, design, n_channel_draws=n_channel_draws, seed=seed)
-    b = baseline
-    design_label = f"design{design:g}dB" if isinstance(design, (int, float)) else str(design).replace("/", "_")
-    labels = ["none" if p is None else p.label for p in out["points"]]
-    budgets = ["0" if p is None else str(p.budget_bytes) for p in out["points"]]
     results = {
         "schema": "jscc-results/1",
-        "name": name or f"{b.codec.name}-{b.link}-{b.channel}-{b.accounting}-{design_label}",
+        "name": name,
         "method": "separate",
-        "dataset": {"name": b.dataset.name, "n_images": len(b.images)},
+        "dataset": {"name": dataset_name, "n_images": n_examples},
         "channel": {"name": b.channel, "csi": "receiver" if b.channel == "rayleigh" else "none", "block_length": None},
         "k": b.k,
         "bandwidth_ratio": b.k / b.n,
@@ -294,11 +299,22 @@ def baseline_results(baseline: SeparateBaseline, snr_db: Sequence[float], design
         "metrics": out["metrics"],
         "n_channel_draws": n_channel_draws,
         "provenance": provenance(command=command, seed=seed),
-        "notes": f"codec {b.codec!r}; policy {design}; operating point per SNR: "
-                 + ", ".join(f"{lab} ({bud} B)" for lab, bud in zip(labels, budgets))
-                 + (f"; LDPC {b.ldpc_mode}" if b.link == "ldpc" else "")
-                 + _cb_scaled_note(b),
+        "notes": notes + _cb_scaled_note(b),
     }
     if b.link == "ldpc":
-        results["mcs"] = labels
+        results["mcs"] = point_labels(out["points"])
     return results
+
+
+def baseline_results(baseline: SeparateBaseline, snr_db: Sequence[float], design, *, name: str | None = None,
+                     n_channel_draws: int = 10, seed: int = 0, command: str | None = None) -> dict:
+    """Run :meth:`SeparateBaseline.sweep` and return the ``jscc-results/1`` dict."""
+    b = baseline
+    out = b.sweep(snr_db, design, n_channel_draws=n_channel_draws, seed=seed)
+    budgets = ["0" if p is None else str(p.budget_bytes) for p in out["points"]]
+    notes = (f"codec {b.codec!r}; policy {design}; operating point per SNR: "
+             + ", ".join(f"{lab} ({bud} B)" for lab, bud in zip(point_labels(out["points"]), budgets))
+             + (f"; LDPC {b.ldpc_mode}" if b.link == "ldpc" else ""))
+    return separate_results(b, snr_db, design, out, name=name or f"{b.codec.name}-{b.link}-{b.channel}-{b.accounting}-"
+                            f"{design_label(design)}", dataset_name=b.dataset.name, n_examples=len(b.images),
+                            n_channel_draws=n_channel_draws, seed=seed, command=command, notes=notes)

@@ -68,7 +68,8 @@ from tqdm.auto import tqdm
 
 import channels.links as L
 from jscc.baselines.codecs import ACCOUNTING_MODES, CodecUnavailableError
-from jscc.baselines.separate import CAPACITY_DESIGN_GRID, LINKS, OperatingPoint, _cb_scaled_note, _psnr
+from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, LINKS, OperatingPoint, _psnr, design_label,
+                                     separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
                                          encode_clip_to_budget, fallback_clip, reconstruct, video_channel_uses)
 from jscc.metrics import MetricAccumulator
@@ -508,38 +509,17 @@ def video_baseline_results(baseline: VideoSeparateBaseline, snr_db: Sequence[flo
                            name: str | None = None, n_channel_draws: int = 10, seed: int = 0,
                            command: str | None = None) -> dict:
     """Run :meth:`VideoSeparateBaseline.sweep` and return the ``jscc-results/1`` dict (with ``metrics_per_frame``)."""
-    from jscc.results import bandwidth_ratio_str, provenance
-
-    out = baseline.sweep(snr_db, design, n_channel_draws=n_channel_draws, seed=seed)
     b = baseline
-    design_label = f"design{design:g}dB" if isinstance(design, (int, float)) else str(design).replace("/", "_")
-    labels = ["none" if p is None else p.label for p in out["points"]]
-    results = {
-        "schema": "jscc-results/1",
-        "name": name or f"{b.codec.name}-gop{b.gop or b.t}-{b.link}-{b.channel}-{b.accounting}-{design_label}",
-        "method": "separate",
-        "dataset": {"name": b.clips.name, "n_images": len(b.frames)},
-        "channel": {"name": b.channel, "csi": "receiver" if b.channel == "rayleigh" else "none", "block_length": None},
-        "k": b.k,
-        "bandwidth_ratio": b.k / b.n,
-        "bandwidth_ratio_str": bandwidth_ratio_str(b.k, b.n),
-        "design_snr_db": float(design) if isinstance(design, (int, float)) else None,
-        "codec": b.codec.name,
-        "link": b.link,
-        "byte_accounting": b.accounting,
-        "fallback": b.fallback,
-        "snr_db": [float(s) for s in snr_db],
-        "metrics": out["metrics"],
-        "metrics_per_frame": out["per_frame"],
-        "n_channel_draws": n_channel_draws,
-        "provenance": provenance(command=command, seed=seed),
-        "notes": ("video clips (k and k/n per clip, n = 3HWT; metrics over (clip, frame, draw)); "
-                  f"codec {b.codec.config}; {b.layout_note()}; policy {design}; operating point per SNR: "
-                  + _points_note(b, snr_db, out["points"])
-                  + f"; fallback {b.fallback}: a lost GOP repeats the "
-                  "last correctly decoded frame, the mean frame before any frame decoded"
-                  + _cb_scaled_note(b)),
-    }
-    if b.link == "ldpc":
-        results["mcs"] = labels
+    out = b.sweep(snr_db, design, n_channel_draws=n_channel_draws, seed=seed)
+    notes = ("video clips (k and k/n per clip, n = 3HWT; metrics over (clip, frame, draw)); "
+             f"codec {b.codec.config}; {b.layout_note()}; policy {design}; operating point per SNR: "
+             + _points_note(b, snr_db, out["points"])
+             + f"; fallback {b.fallback}: a lost GOP repeats the last correctly decoded frame, the mean frame "
+             "before any frame decoded")
+    results = separate_results(
+        b, snr_db, design, out,
+        name=name or f"{b.codec.name}-gop{b.gop or b.t}-{b.link}-{b.channel}-{b.accounting}-{design_label(design)}",
+        dataset_name=b.clips.name, n_examples=len(b.frames), n_channel_draws=n_channel_draws, seed=seed,
+        command=command, notes=notes)
+    results["metrics_per_frame"] = out["per_frame"]
     return results
