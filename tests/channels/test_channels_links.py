@@ -186,6 +186,18 @@ def test_ldpc_link_every_modulation_high_snr():
         assert ok.all() and torch.equal(bits_hat, bits), mcs
 
 
+def test_ldpc_link_chunked_decoding_is_exact(monkeypatch):
+    # Decoding in chunks of TBs (LDPCLink.decode_chunk, bounded by DECODE_CHUNK_BYTES) gives
+    # the same bits and CRC flags as one decoder call, near the waterfall too.
+    link = L.get_link(K, "QPSK-r1/2")
+    assert link.decode_chunk >= 100  # small TBs: batches of 100 are decoded in one call
+    bits = link.random_payload(24, torch.Generator().manual_seed(4))
+    ok1, hat1, _ = link.transmit(bits, 1.5, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(link, "decode_chunk", 5)
+    ok2, hat2, _ = link.transmit(bits, 1.5, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(ok1, ok2) and torch.equal(hat1, hat2) and 0 < ok1.sum() < 24
+
+
 def test_ldpc_link_rayleigh_receiver_knows_h():
     link = L.get_link(K, "16QAM-r1/2")
     g = torch.Generator().manual_seed(2)
@@ -431,9 +443,24 @@ def test_cb_scaled_table_formula_key_and_dispatch(monkeypatch, tmp_path):
     np.testing.assert_allclose(exact.bler, [0.97, 0.2, 0.0])
 
 
+def test_bler_table_default_grid_options(monkeypatch, tmp_path):
+    # grid_step_db / grid_below_db shape the default grid per (k, MCS), e.g. the cheaper
+    # budget proposed for code-block-scaled tables: 0.1 dB steps from the Shannon limit.
+    calls = []
+    monkeypatch.setattr(L, "_simulate_bler_point", lambda link, snr, *a: calls.append(snr) or (20, 0))
+    with pytest.warns(UserWarning, match="lowest SNR"):  # error-free at once: the grid starts too high
+        t = L.bler_table(K, "QPSK-r1/2", n_blocks=300, cache_dir=tmp_path, grid_step_db=0.1, grid_below_db=0.0)
+    grid = L.default_snr_grid(K, "QPSK-r1/2", step_db=0.1, below_db=0.0)
+    shannon = 10 * math.log10(2 ** (256 / K) - 1)  # tb_size 256 over k = 256 uses: 0 dB
+    assert t.key["snr_db_grid"] == grid.tolist() and grid[0] <= shannon < grid[0] + 0.1
+    assert np.allclose(np.diff(grid), 0.1) and calls == [grid[0]]
+    with pytest.raises(ValueError, match="step_db > 0"):
+        L.default_snr_grid(K, "QPSK-r1/2", step_db=0.0)
+
+
 @pytest.mark.slow
 def test_cb_scaled_bler_matches_multi_code_block_monte_carlo(tmp_path):
-    # About 2 minutes of one CPU core (~0.11 s per code block). k = 16800 at QPSK-1/2:
+    # About 2-4 minutes of one CPU core (~0.11 s per code block). k = 16800 at QPSK-1/2:
     # 3 code blocks (K_cb = 5664, Z = 288), surrogate K_s = 5656 with the rate within 2e-5.
     # At 1.2 dB (the waterfall: code-block BLER ~0.1, TB BLER ~0.3; a 400-TB / 600-CB run
     # gave 0.33 exact vs 0.26 scaled) 200 whole TBs (exact chain) against 400 surrogate code
