@@ -23,6 +23,7 @@ from jscc.system import JSCCSystem
 MODELS = {
     "deepjscc (c=8, 1/12)": ("deepjscc", {"c": 8}),
     "deepjscc (c=16, 1/6)": ("deepjscc", {"c": 16}),
+    "deepjscc GDN-256 (c=8, 1/12; official DeepJSCC-f/ADJSCC network)": ("deepjscc", {"c": 8, "hidden": [256] * 4, "norm": "gdn"}),
     "adjscc (c=8, 1/12)": ("adjscc", {"c": 8}),
     "deepjscc-l-multi (2 x 1/12)": ("deepjscc-l-multi", {"c": 8, "layers": 2}),
     "deepjscc-l-masked (2 x 1/12)": ("deepjscc-l-masked", {"c": 8, "layers": 2}),

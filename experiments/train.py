@@ -57,6 +57,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--train-layer", type=int, default=None, metavar="I",
                    help="layered models: train only layer I (1-based) with earlier layers frozen, on prefix I's "
                         "loss (layer-by-layer schedule; warm-start with --init from the previous stage)")
+    p.add_argument("--train-agent", action="store_true",
+                   help="deepwive: train only the bandwidth-allocation agent (REINFORCE), everything else frozen; "
+                        "start from the trained codec with --init and --model-arg policy=agent")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="warm start: initial weights from a checkpoint or zoo name of the same model and config "
                         "(or a backbone the model can warm-start from, e.g. deepjscc for adjscc)")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         train_snr_db=snr, seed=args.seed, device=args.device, channels_last=args.channels_last,
-        train_layer=args.train_layer,
+        train_layer=args.train_layer, train_agent=args.train_agent,
         extra={"dataset": train_set.name, "n_train_images": len(train_set), "val_dataset": val_set.name,
                "n_val_images": len(val_set), "crop": args.crop, "channel": channel.channel_config(),
                "bandwidth_ratio": args.bandwidth_ratio, "init": init, "command": command},

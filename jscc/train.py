@@ -46,7 +46,10 @@ class TrainConfig:
     (x0.1 at 60% and 85% of the epochs). The loss is the model's ``loss(out, x)`` where it has one
     (layered models: weighted prefix MSEs), else the MSE of ``x_hat``. ``train_layer``: layer-by-layer
     training of layered models (the official DeepJSCC-f schedule): only that layer's modules train,
-    on its prefix's loss, and validation reports that prefix.
+    on its prefix's loss, and validation reports that prefix. ``train_agent``: models with
+    ``train_agent_step`` (``deepwive``): every other parameter is frozen and each step is one
+    REINFORCE update of ``model.agent`` (validation then uses the model's ``policy``, e.g. ``agent``);
+    the log records ``train_reward_db`` (mean sampled PSNR gain over the uniform allocation).
     """
 
     epochs: int = 30
@@ -61,6 +64,7 @@ class TrainConfig:
     device: str = "cpu"
     channels_last: bool = False
     train_layer: int | None = None  # layered models: train only this layer (1-based), earlier ones frozen
+    train_agent: bool = False  # models with an allocation agent: train only the agent (REINFORCE)
     extra: dict = field(default_factory=dict)  # dataset names, channel config, command: recorded as-is
 
     def __post_init__(self):
@@ -162,6 +166,15 @@ def train(
         if not hasattr(model, "set_train_layer"):
             raise ValueError(f"{model.registry_name} has no layers: train_layer applies to layered models")
         model.set_train_layer(cfg.train_layer)
+    if cfg.train_agent:
+        if not hasattr(model, "train_agent_step"):
+            raise ValueError(f"{model.registry_name} has no allocation agent: train_agent applies to deepwive")
+        if world > 1:
+            raise ValueError("agent training runs in one process (no torchrun)")
+        for p in system.parameters():
+            p.requires_grad_(False)
+        for p in model.agent.parameters():
+            p.requires_grad_(True)
     optimizer = torch.optim.Adam([p for p in system.parameters() if p.requires_grad], lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
     loss_fn = getattr(model, "loss", None) or (lambda out, x: F.mse_loss(out["x_hat"], x))
@@ -203,6 +216,10 @@ def train(
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             snr = sample_snr(cfg, x.shape[0], chan_gen, device)
+            if cfg.train_agent:  # the model steps the optimizer; its "loss" is the mean reward
+                link = model.make_link(system, snr, x.shape[0], device, chan_gen)
+                loss_sum += model.train_agent_step(x, link, optimizer)["reward"]
+                continue
             loss = loss_fn(net(x, snr, generator=chan_gen), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -224,7 +241,7 @@ def train(
             val = val["per_prefix"][cfg.train_layer - 1]
         record = {
             "epoch": epoch + 1,
-            "train_mse": loss_sum.item() / n_steps,
+            "train_reward_db" if cfg.train_agent else "train_mse": loss_sum.item() / n_steps,
             "val_psnr": val["psnr"][0],
             "val_snr_db": cfg.val_snr_db,
             "lr": lr,
@@ -232,8 +249,10 @@ def train(
             "images_per_s": n_steps * cfg.batch_size * world / seconds,
         }
         history.append(record)
+        train_loss = (f"train reward {record['train_reward_db']:+.3f} dB" if cfg.train_agent
+                      else f"train mse {record['train_mse']:.5f}")
         print(
-            f"epoch {epoch + 1}/{cfg.epochs}  train mse {record['train_mse']:.5f}  "
+            f"epoch {epoch + 1}/{cfg.epochs}  {train_loss}  "
             f"val PSNR {record['val_psnr']:.2f} dB @ {cfg.val_snr_db:g} dB  lr {lr:.2e}  "
             f"{seconds:.1f} s ({record['images_per_s']:.0f} img/s)",
             flush=True,

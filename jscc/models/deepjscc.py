@@ -49,45 +49,98 @@ def c_from_bandwidth_ratio(ratio: Fraction | str | float) -> int:
     return int(c)
 
 
-def _conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 5, stride=stride, padding=2)
+def _conv(cin: int, cout: int, stride: int, kernel: int = 5) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
 
 
-def _deconv(cin: int, cout: int, stride: int) -> nn.ConvTranspose2d:
-    return nn.ConvTranspose2d(cin, cout, 5, stride=stride, padding=2, output_padding=stride - 1)
+def _deconv(cin: int, cout: int, stride: int, kernel: int = 5) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, kernel, stride=stride, padding=kernel // 2, output_padding=stride - 1)
 
 
 STRIDES = (2, 2, 1, 1, 1)
+NORMS = ("none", "gdn")
+#: The official DeepJSCC-f / ADJSCC network as a configuration of this backbone (~70x the compute
+#: of the 2019 one per pixel): ``--model-arg hidden=[256,256,256,256] --model-arg norm=gdn``.
+GDN256 = {"hidden": [256, 256, 256, 256], "norm": "gdn"}
 
 
-def check_backbone(c, hidden, c_name: str = "c") -> tuple[int, list[int]]:
+class GDN(nn.Module):
+    """Generalized divisive normalization (Ballé et al. 2016), per pixel across channels.
+
+    ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)``; ``inverse=True`` multiplies instead (IGDN,
+    for decoders). ``beta`` and ``gamma`` are kept non-negative by storing their square roots
+    (``beta >= beta_min``); initialised to ``beta = 1``, ``gamma = 0.1 I`` as in tensorflow-compression.
+
+    Args:
+        channels: ``C``; input and output float ``(B,C,H,W)``.
+        inverse: IGDN.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1):
+        super().__init__()
+        self.inverse, self.beta_min = bool(inverse), float(beta_min)
+        self.beta_sqrt = nn.Parameter(torch.ones(channels))
+        self.gamma_sqrt = nn.Parameter(torch.eye(channels) * gamma_init**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self.beta_sqrt.square() + self.beta_min
+        gamma = self.gamma_sqrt.square()[:, :, None, None]
+        norm = nn.functional.conv2d(x.square(), gamma, beta)
+        return x * norm.sqrt() if self.inverse else x * norm.rsqrt()
+
+
+def check_backbone(c, hidden, c_name: str = "c", norm: str = "none") -> tuple[int, list[int]]:
     """Validated ``(c, hidden)`` of the 2019 backbone: ``c`` a positive integer, ``hidden`` four
-    positive filter counts. ValueError otherwise."""
+    positive filter counts, ``norm`` one of :data:`NORMS`. ValueError otherwise."""
     if int(c) != c or c < 1:
         raise ValueError(f"{c_name} must be a positive integer, got {c!r}")
     hidden = [int(v) for v in hidden]
     if len(hidden) != 4 or min(hidden) < 1:
         raise ValueError(f"hidden must be 4 positive filter counts, got {hidden!r}")
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     return int(c), hidden
 
 
-def encoder_stack(in_channels: int, hidden: list[int], out_channels: int) -> nn.Sequential:
+def backbone_config(norm: str) -> dict:
+    """The ``norm`` entry of a model's config: empty for the 2019 backbone, so that its
+    checkpoints keep the config they were saved with."""
+    return {} if norm == "none" else {"norm": norm}
+
+
+def encoder_stack(in_channels: int, hidden: list[int], out_channels: int, norm: str = "none") -> nn.Sequential:
     """The 2019 encoder: five 5x5 convs (``hidden`` filters, then ``out_channels``), strides
-    2,2,1,1,1, each followed by PReLU. ``(B,in,H,W) -> (B,out,H/4,W/4)``."""
+    2,2,1,1,1, each followed by PReLU. ``(B,in,H,W) -> (B,out,H/4,W/4)``.
+
+    ``norm="gdn"``: the official DeepJSCC-f/ADJSCC encoder instead: the first conv 9x9, GDN before
+    each hidden PReLU, and no activation after the last conv. Either way the stack is
+    ``(conv, activation)`` pairs."""
     filters = [in_channels, *hidden, out_channels]
     layers: list[nn.Module] = []
-    for cin, cout, stride in zip(filters[:-1], filters[1:], STRIDES):
-        layers += [_conv(cin, cout, stride), nn.PReLU(cout)]
+    for i, (cin, cout, stride) in enumerate(zip(filters[:-1], filters[1:], STRIDES)):
+        if norm == "none":
+            layers += [_conv(cin, cout, stride), nn.PReLU(cout)]
+        else:
+            last = i == len(STRIDES) - 1
+            layers += [_conv(cin, cout, stride, 9 if i == 0 else 5),
+                       nn.Identity() if last else nn.Sequential(GDN(cout), nn.PReLU(cout))]
     return nn.Sequential(*layers)
 
 
-def decoder_stack(in_channels: int, hidden: list[int]) -> nn.Sequential:
+def decoder_stack(in_channels: int, hidden: list[int], norm: str = "none") -> nn.Sequential:
     """The 2019 decoder: five 5x5 transposed convs (``hidden`` reversed, then 3), strides
-    1,1,1,2,2, PReLU and a final sigmoid. ``(B,in,h,w) -> (B,3,4h,4w)`` in [0,1]."""
+    1,1,1,2,2, PReLU and a final sigmoid. ``(B,in,h,w) -> (B,3,4h,4w)`` in [0,1].
+
+    ``norm="gdn"``: IGDN before each hidden PReLU and a 9x9 last layer (the official decoder)."""
     filters = [in_channels, *hidden[::-1], 3]
     layers: list[nn.Module] = []
     for i, (cin, cout, stride) in enumerate(zip(filters[:-1], filters[1:], STRIDES[::-1])):
-        layers += [_deconv(cin, cout, stride), nn.Sigmoid() if i == len(STRIDES) - 1 else nn.PReLU(cout)]
+        last = i == len(STRIDES) - 1
+        if norm == "none":
+            layers += [_deconv(cin, cout, stride), nn.Sigmoid() if last else nn.PReLU(cout)]
+        else:
+            layers += [_deconv(cin, cout, stride, 9 if last else 5),
+                       nn.Sigmoid() if last else nn.Sequential(GDN(cout, inverse=True), nn.PReLU(cout))]
     return nn.Sequential(*layers)
 
 
@@ -122,18 +175,22 @@ class DeepJSCC(nn.Module):
             decoder mirrors them. Wider values give a "DeepJSCC+" variant.
         csi_side_input: the decoder also receives the fading realisation ``h`` (Re, Im laid out
             like the received symbols), for ``csi="receiver"`` with ``equalization="side"``.
+        norm: ``"none"`` (the 2019 network) or ``"gdn"``: GDN/IGDN and 9x9 outer kernels as in the
+            official DeepJSCC-f and ADJSCC code; with ``hidden=[256]*4`` (:data:`GDN256`) it is
+            that network (~70x the compute per image).
     """
 
     snr_adaptive = False  # encoder and decoder ignore the SNR: a sweep may encode once
 
-    def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False):
+    def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False,
+                 norm: str = "none"):
         super().__init__()
-        c, hidden = check_backbone(c, hidden)
-        self.config = {"c": c, "hidden": hidden, "csi_side_input": bool(csi_side_input)}
+        c, hidden = check_backbone(c, hidden, norm=norm)
+        self.config = {"c": c, "hidden": hidden, "csi_side_input": bool(csi_side_input), **backbone_config(norm)}
         self.c = int(c)
         self.csi_side_input = bool(csi_side_input)
-        self.encoder = encoder_stack(3, hidden, self.c)
-        self.decoder = decoder_stack(self.c * (2 if self.csi_side_input else 1), hidden)
+        self.encoder = encoder_stack(3, hidden, self.c, norm)
+        self.decoder = decoder_stack(self.c * (2 if self.csi_side_input else 1), hidden, norm)
 
     @classmethod
     def from_bandwidth_ratio(cls, ratio: Fraction | str | float, **kwargs) -> "DeepJSCC":
@@ -221,13 +278,15 @@ class ADJSCC(DeepJSCC):
     Same arguments, channel uses and symbol layout as :class:`DeepJSCC`; ``encode`` and ``decode``
     need ``snr_db`` (float32 ``(B,)`` in dB, the channel SNR both ends are told). Trained over an
     SNR range (``jscc train --train-snr-range 0 20``), one model serves every SNR. The official
-    network (GDN, 256 filters) is ~70x the compute; this is the 2019 backbone with AF modules.
+    network (GDN, 256 filters) is ~70x the compute: ``norm="gdn", hidden=[256]*4`` builds it
+    (:data:`GDN256`); the default is the 2019 backbone with AF modules.
     """
 
     snr_adaptive = True
 
-    def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False):
-        super().__init__(c=c, hidden=hidden, csi_side_input=csi_side_input)
+    def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False,
+                 norm: str = "none"):
+        super().__init__(c=c, hidden=hidden, csi_side_input=csi_side_input, norm=norm)
         widths = self.config["hidden"]
         self.encoder_attention = nn.ModuleList(SNRAttention(w) for w in widths)
         self.decoder_attention = nn.ModuleList(SNRAttention(w) for w in widths[::-1])

@@ -32,8 +32,8 @@ class DeepJSCCFeedback(LayeredRefinement):
     evaluate it with another feedback channel; ``config`` keeps the training value."""
 
     def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None,
-                 feedback_snr_db: float | None = None):
-        super().__init__(c, layers, hidden, loss_weights)
+                 feedback_snr_db: float | None = None, norm: str = "none"):
+        super().__init__(c, layers, hidden, loss_weights, norm=norm)
         del self.config["estimate_channel"]
         if feedback_snr_db is not None:
             feedback_snr_db = float(feedback_snr_db)

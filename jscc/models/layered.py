@@ -45,7 +45,8 @@ import torch.nn.functional as F
 
 from jscc.metrics import check_images
 from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, DeepJSCC, _check_size,
-                                  c_from_bandwidth_ratio, check_backbone, copy_stack, decoder_stack, encoder_stack)
+                                  backbone_config, c_from_bandwidth_ratio, check_backbone, copy_stack,
+                                   decoder_stack, encoder_stack)
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
@@ -57,22 +58,26 @@ class LayeredJSCC(nn.Module):
         c: filters per layer; each layer has bandwidth ratio ``c/96``.
         layers: number of layers ``L >= 1``.
         hidden: the backbone's hidden filters (the paper: 16, 32, 32, 32).
+        norm: the backbone's ``norm`` (``"gdn"`` with ``hidden=[256]*4``: the official DeepJSCC-f
+            network, :data:`~jscc.models.deepjscc.GDN256`).
         loss_weights: weight of each prefix's MSE in the training loss (default: equal); they are
             normalised to sum to 1.
     """
 
     snr_adaptive = False
 
-    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None):
+    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None, norm: str = "none"):
         super().__init__()
-        c, hidden = check_backbone(c, hidden, "c (filters per layer)")
+        c, hidden = check_backbone(c, hidden, "c (filters per layer)", norm)
         if int(layers) != layers or layers < 1:
             raise ValueError(f"layers must be an integer >= 1, got {layers!r}")
         weights = [1.0] * int(layers) if loss_weights is None else [float(w) for w in loss_weights]
         if len(weights) != layers or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"loss_weights must be {layers} non-negative numbers with a positive sum, got {loss_weights!r}")
         self.c, self.layers, self.hidden = int(c), int(layers), hidden
-        self.config = {"c": self.c, "layers": self.layers, "hidden": hidden, "loss_weights": loss_weights}
+        self.norm = norm
+        self.config = {"c": self.c, "layers": self.layers, "hidden": hidden, "loss_weights": loss_weights,
+                       **backbone_config(norm)}
         self.register_buffer("loss_weights", torch.tensor(weights) / sum(weights), persistent=False)
         self.train_layer: int | None = None  # layer-by-layer training: see set_train_layer
 
@@ -158,9 +163,9 @@ class LayeredJSCC(nn.Module):
 class _SingleEncoder(LayeredJSCC):
     """One encoder that emits all ``L`` blocks (``L*c`` output filters)."""
 
-    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None):
-        super().__init__(c, layers, hidden, loss_weights)
-        self.encoder = encoder_stack(3, self.hidden, self.layers * self.c)
+    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None, norm: str = "none"):
+        super().__init__(c, layers, hidden, loss_weights, norm)
+        self.encoder = encoder_stack(3, self.hidden, self.layers * self.c, self.norm)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B,3,H,W)`` -> complex64 layer symbols ``(B, L, k_l)`` (not power-normalised)."""
@@ -181,7 +186,8 @@ class _SingleEncoder(LayeredJSCC):
 
     def _warm_start_encoder(self, checkpoint: dict, backbone) -> None:
         if checkpoint["model"] != "deepjscc" or checkpoint["config"]["c"] != self.layers * self.c \
-                or checkpoint["config"]["hidden"] != self.hidden or checkpoint["config"].get("csi_side_input"):
+                or checkpoint["config"]["hidden"] != self.hidden or checkpoint["config"].get("csi_side_input") \
+                or checkpoint["config"].get("norm", "none") != self.norm:
             raise ValueError(f"{self.registry_name} (c={self.c} x {self.layers} layers) can warm-start from a deepjscc "
                              f"checkpoint with c={self.layers * self.c} and hidden={self.hidden}, not "
                              f"{checkpoint['model']} {checkpoint['config']}")
@@ -194,16 +200,16 @@ class LayeredMultiDecoder(_SingleEncoder):
     """DeepJSCC-l (a): one encoder for all layers, one decoder per prefix (``L`` decoders, the
     ``i``-th taking the ``i*c`` feature channels of layers ``1..i``)."""
 
-    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None):
-        super().__init__(c, layers, hidden, loss_weights)
-        self.decoders = nn.ModuleList(decoder_stack((i + 1) * self.c, self.hidden) for i in range(self.layers))
+    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None, norm: str = "none"):
+        super().__init__(c, layers, hidden, loss_weights, norm)
+        self.decoders = nn.ModuleList(decoder_stack((i + 1) * self.c, self.hidden, self.norm) for i in range(self.layers))
 
     def decode_prefix(self, y: torch.Tensor, image_size) -> torch.Tensor:
         return self.decoders[y.shape[1] - 1](self._layers_to_features(y, image_size))
 
     def warm_start(self, checkpoint: dict) -> None:
         """From a single-layer ``deepjscc`` with ``c = L*c``: its encoder, and its decoder for the full prefix."""
-        backbone = DeepJSCC(c=self.layers * self.c, hidden=self.hidden)
+        backbone = DeepJSCC(c=self.layers * self.c, hidden=self.hidden, norm=self.norm)
         self._warm_start_encoder(checkpoint, backbone)
         copy_stack(self.decoders[-1], backbone.decoder)
 
@@ -213,9 +219,9 @@ class LayeredMasked(_SingleEncoder):
     """DeepJSCC-l (c): one encoder and one decoder over all ``L*c`` feature channels; the layers not
     received are set to zero (cheapest; any subset of layers can be decoded with :meth:`decode_subset`)."""
 
-    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None):
-        super().__init__(c, layers, hidden, loss_weights)
-        self.decoder = decoder_stack(self.layers * self.c, self.hidden)
+    def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None, norm: str = "none"):
+        super().__init__(c, layers, hidden, loss_weights, norm)
+        self.decoder = decoder_stack(self.layers * self.c, self.hidden, self.norm)
 
     def decode_subset(self, y: torch.Tensor, received: torch.Tensor, image_size) -> torch.Tensor:
         """Symbols of all layers ``(B, L, k_l)`` and a bool mask ``(L,)`` or ``(B, L)`` of the layers
@@ -231,7 +237,7 @@ class LayeredMasked(_SingleEncoder):
 
     def warm_start(self, checkpoint: dict) -> None:
         """From a single-layer ``deepjscc`` with ``c = L*c``: its encoder and decoder."""
-        backbone = DeepJSCC(c=self.layers * self.c, hidden=self.hidden)
+        backbone = DeepJSCC(c=self.layers * self.c, hidden=self.hidden, norm=self.norm)
         self._warm_start_encoder(checkpoint, backbone)
         copy_stack(self.decoder, backbone.decoder)
 
@@ -249,14 +255,14 @@ class LayeredRefinement(LayeredJSCC):
     """
 
     def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None,
-                 estimate_channel: str = "noiseless"):
-        super().__init__(c, layers, hidden, loss_weights)
+                 estimate_channel: str = "noiseless", norm: str = "none"):
+        super().__init__(c, layers, hidden, loss_weights, norm)
         if estimate_channel not in ("noiseless", "simulated"):
             raise ValueError(f"estimate_channel must be 'noiseless' or 'simulated', got {estimate_channel!r}")
         self.estimate_channel = estimate_channel
         self.config["estimate_channel"] = estimate_channel
-        self.encoders = nn.ModuleList(encoder_stack(3 if i == 0 else 6, self.hidden, self.c) for i in range(self.layers))
-        self.decoders = nn.ModuleList(decoder_stack((i + 1) * self.c, self.hidden) for i in range(self.layers))
+        self.encoders = nn.ModuleList(encoder_stack(3 if i == 0 else 6, self.hidden, self.c, self.norm) for i in range(self.layers))
+        self.decoders = nn.ModuleList(decoder_stack((i + 1) * self.c, self.hidden, self.norm) for i in range(self.layers))
 
     def layer_modules(self, layer: int) -> list[nn.Module]:
         return [self.encoders[layer - 1], self.decoders[layer - 1]]
@@ -312,10 +318,10 @@ class LayeredRefinement(LayeredJSCC):
         model initially reconstructs from layer 1 alone at every prefix."""
         config = checkpoint["config"]
         if checkpoint["model"] != "deepjscc" or config["c"] != self.c or config["hidden"] != self.hidden \
-                or config.get("csi_side_input"):
+                or config.get("csi_side_input") or config.get("norm", "none") != self.norm:
             raise ValueError(f"{self.registry_name} (c={self.c} per layer) can warm-start from a deepjscc checkpoint "
                              f"with c={self.c} and hidden={self.hidden}, not {checkpoint['model']} {config}")
-        backbone = DeepJSCC(c=self.c, hidden=self.hidden)
+        backbone = DeepJSCC(c=self.c, hidden=self.hidden, norm=self.norm)
         backbone.load_state_dict(checkpoint["state_dict"], strict=True)
         for enc in self.encoders:
             copy_stack(enc, backbone.encoder)

@@ -807,5 +807,15 @@ class DeepWiVe(nn.Module):
         return {key: sum(s[key] for s in stats) / len(stats) for key in ("loss", "reward")}
 
     def warm_start(self, checkpoint: dict) -> None:
-        """Key-frame codec from a ``deepjscc`` / ``adjscc`` checkpoint with the same ``c`` and ``hidden``."""
+        """From a ``deepwive`` checkpoint that differs only in the allocation policies (``policy``,
+        ``train_policy``: e.g. the agent stage from the trained codec), all weights; else the key-frame
+        codec from a ``deepjscc`` / ``adjscc`` checkpoint with the same ``c`` and ``hidden``."""
+        if checkpoint["model"] == "deepwive":
+            policies = ("policy", "train_policy")
+            other = {k: v for k, v in checkpoint["config"].items() if k not in policies}
+            if other != {k: v for k, v in self.config.items() if k not in policies}:
+                raise ValueError(f"deepwive can warm-start from a deepwive checkpoint that differs only in {policies}, "
+                                 f"not {checkpoint['config']} (this model: {self.config})")
+            self.load_state_dict(checkpoint["state_dict"], strict=True)
+            return
         self.key_codec.warm_start(checkpoint)

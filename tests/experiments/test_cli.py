@@ -11,6 +11,7 @@ import experiments.demo as demo
 import experiments.plot as plot
 import experiments.sweep as sweep
 import experiments.train as train_cli
+from jscc.checkpoint import read_checkpoint
 from jscc.results import read_results, sha256_file, validate_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -301,5 +302,24 @@ def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_pat
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "v.json", "--frames", "5", "--metrics", "psnr")
     assert res["method"] == "deepwive" and len(res["metrics_per_frame"]) == 5 and res["dataset"]["n_images"] == 2
     assert res["bandwidth_ratio_str"] == "1/12"
+
+    # agent stage: from the trained codec, only the agent changes; validation uses the agent policy
+    data = ["--data", str(tmp_path / "stills"), "--frames", "5", "--synthetic-motion", "--crop", "16",
+            "--samples-per-epoch", "4", "--epochs", "1", "--batch-size", "2", "--val-size", "1", "--quiet",
+            "--threads", "1", "--train-snr-range", "0", "20"]
+    agent_run = tmp_path / "agent"
+    assert train_cli.main([*model_args, "--model-arg", "policy=agent", *data, "--train-agent", "--init",
+                           str(run / "best.pt"), "--out", str(agent_run)]) == 0
+    codec, agent = read_checkpoint(run / "best.pt"), read_checkpoint(agent_run / "last.pt")
+    assert agent["config"]["policy"] == "agent"
+    changed = {k for k, v in agent["state_dict"].items() if not torch.equal(v, codec["state_dict"][k])}
+    assert all(k.startswith("agent.") for k in changed)  # the codec is frozen (the agent's update: test_video_model)
+    assert "train_reward_db" in agent["history"][0] and "train_mse" not in agent["history"][0]
+    with pytest.raises(ValueError, match="allocation agent"):
+        train_cli.main(["--data", str(tmp_path / "stills"), "--crop", "16", "--samples-per-epoch", "4", "--epochs", "1",
+                        "--batch-size", "2", "--val-size", "1", "--quiet", "--train-agent", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="differs only in"):
+        train_cli.main([*model_args, "--model-arg", "policy=agent", "--model-arg", "scale_levels=3", *data,
+                        "--train-agent", "--init", str(run / "best.pt"), "--out", str(tmp_path / "y")])
     with pytest.raises(SystemExit, match="--frames"):
         train_cli.main(["--data", str(tmp_path / "stills"), "--synthetic-motion", "--out", str(tmp_path / "bad")])

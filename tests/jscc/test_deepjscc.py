@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from jscc.models import DeepJSCC, c_from_bandwidth_ratio
+from jscc.models.deepjscc import GDN, GDN256
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 
 REALISABLE_C = (4, 8, 16, 24, 32, 40, 46)
@@ -111,6 +112,48 @@ def test_config_round_trips_through_constructor():
     assert m.config == {"c": 16, "hidden": [8, 16, 16, 16], "csi_side_input": True}
     m2 = DeepJSCC(**m.config)
     assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in m2.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- GDN-256 configuration
+
+
+def test_gdn_is_the_divisive_normalisation_formula():
+    torch.manual_seed(0)
+    gdn, igdn = GDN(3), GDN(3, inverse=True)
+    gamma_sqrt = torch.rand(3, 3)
+    with torch.no_grad():
+        for g in (gdn, igdn):
+            g.beta_sqrt.copy_(torch.tensor([1.0, 0.5, 2.0]))
+            g.gamma_sqrt.copy_(gamma_sqrt)
+    x = torch.randn(2, 3, 4, 5)
+    beta = gdn.beta_sqrt.detach().square() + gdn.beta_min
+    gamma = gdn.gamma_sqrt.detach().square()
+    norm = beta[None, :, None, None] + torch.einsum("ij,bjhw->bihw", gamma, x.square())
+    torch.testing.assert_close(gdn(x), x / norm.sqrt())
+    torch.testing.assert_close(igdn(x), x * norm.sqrt())
+
+
+def test_gdn256_is_the_official_network():
+    m = DeepJSCC(c=16, **GDN256)
+    assert m.config == {"c": 16, "hidden": [256] * 4, "csi_side_input": False, "norm": "gdn"}
+    enc, dec = list(m.encoder), list(m.decoder)
+    assert [l.kernel_size for l in enc[0::2]] == [(9, 9)] + [(5, 5)] * 4
+    assert [l.kernel_size for l in dec[0::2]] == [(5, 5)] * 4 + [(9, 9)]
+    assert [l.out_channels for l in enc[0::2]] == [256] * 4 + [16]
+    assert all(type(a[0]) is GDN and not a[0].inverse and type(a[1]) is nn.PReLU for a in enc[1:8:2])
+    assert type(enc[9]) is nn.Identity  # no activation on the channel input
+    assert all(type(a[0]) is GDN and a[0].inverse for a in dec[1:8:2]) and type(dec[9]) is nn.Sigmoid
+    # same bandwidth and symbol layout as the 2019 network
+    z = m.encode(torch.rand(2, 3, 32, 32))
+    assert z.shape == (2, 512) and m.bandwidth_ratio(32, 32) == Fraction(1, 6)
+    assert m.decode(z, (32, 32)).shape == (2, 3, 32, 32)
+    assert DeepJSCC(**m.config).config == m.config
+
+
+def test_default_config_has_no_norm_key_and_bad_norm_is_error():
+    assert "norm" not in DeepJSCC(c=8).config  # 2019 checkpoints keep their config
+    with pytest.raises(ValueError, match="norm"):
+        DeepJSCC(c=8, norm="batchnorm")
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 48), (12, 20)])

@@ -8,6 +8,7 @@ from channels import AWGN, Rayleigh
 from jscc.data import ImageSet
 from jscc.evaluate import evaluate, sweep_results
 from jscc.models import DeepJSCC, DeepJSCCFeedback, LayeredMasked, LayeredMultiDecoder, LayeredRefinement
+from jscc.models.deepjscc import GDN
 from jscc.registry import build_model
 from jscc.results import validate_results
 from jscc.system import JSCCSystem
@@ -261,3 +262,22 @@ def test_registered_classes():
     assert isinstance(_model("deepjscc-l-masked"), LayeredMasked)
     assert isinstance(_model("deepjscc-f"), DeepJSCCFeedback)
     assert isinstance(_model("deepjscc-f"), LayeredRefinement)
+
+
+@pytest.mark.parametrize("name, base_c", [("deepjscc-l-residual", 4), ("deepjscc-f", 4), ("deepjscc-l-multi", 12),
+                                          ("deepjscc-l-masked", 12)])
+def test_gdn_backbone_is_a_configuration_of_every_layered_model(name, base_c):
+    """norm="gdn" (the official DeepJSCC-f network with hidden=[256]*4; small widths here) reaches every
+    encoder and decoder, warm-starts only from a GDN backbone, and transmits like the default."""
+    torch.manual_seed(0)
+    m = _model(name, hidden=[8, 8, 8, 8], norm="gdn").eval()
+    assert m.config["norm"] == "gdn" and build_model(name, **m.config).config == m.config
+    assert sum(isinstance(mod, GDN) for mod in m.modules()) == 4 * (len(m.encoders) if hasattr(m, "encoders") else 1) \
+        + 4 * (len(m.decoders) if hasattr(m, "decoders") else 1)
+    base = DeepJSCC(c=base_c, hidden=[8, 8, 8, 8], norm="gdn")
+    m.warm_start({"model": "deepjscc", "config": base.config, "state_dict": base.state_dict()})
+    out = JSCCSystem(m, AWGN())(_x(), 10.0, generator=_gen())
+    assert out["x_hat_prefix"].shape == (2, 3, 3, 16, 16)
+    plain = DeepJSCC(c=base_c, hidden=[8, 8, 8, 8])
+    with pytest.raises(ValueError, match="warm-start"):
+        m.warm_start({"model": "deepjscc", "config": plain.config, "state_dict": plain.state_dict()})
