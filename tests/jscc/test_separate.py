@@ -1,6 +1,7 @@
 """Separate source-channel coding baseline: codec bytes over capacity and 5G LDPC links, the cliff."""
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -142,3 +143,19 @@ def test_baseline_cli_and_plot(tmp_path, write_pngs):
     png = tmp_path / "cliff.png"
     assert plot_cli.main([*map(str, files), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_baseline_cli_fast_bler_budget_builds_the_cheaper_table(tmp_path, write_pngs, monkeypatch):
+    monkeypatch.setenv("JSCC_CACHE_DIR", str(tmp_path / "cache"))
+    write_pngs(tmp_path / "imgs", [(16, 16)] * 2)
+    out = tmp_path / "ldpc.json"
+    assert baseline_cli.main(["--data", str(tmp_path / "imgs"), "--link", "ldpc", "--mcs", "QPSK-r1/2",
+                              "--bler-budget", "fast", "--snr", "0,20", "--bandwidth-ratio", "1/6",
+                              "--byte-accounting", "payload", "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    validate_results(read_results(out))
+    (table,) = (tmp_path / "cache" / "bler").glob("*.json")
+    key = json.loads(table.read_text())["key"]
+    assert (key["n_blocks"], key["max_errors"], key["batch_size"]) == (300, 20, 20)
+    assert np.allclose(np.diff(key["snr_db_grid"]), 0.1)
+    with pytest.raises(SystemExit):
+        baseline_cli.main(["--bler-budget", "tiny", "--out", str(out)])
