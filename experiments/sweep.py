@@ -17,6 +17,7 @@ from experiments.args import (add_channel_args, add_data_args, add_device_args, 
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
+from jscc.models.video import POLICIES
 from jscc.results import write_results
 from jscc.system import JSCCSystem
 
@@ -28,6 +29,8 @@ def setup_args() -> argparse.ArgumentParser:
     add_snr_args(p)
     p.add_argument("--frames", type=int, default=None, metavar="T",
                    help="video models: --data is a folder of clips; evaluate the first T frames of each")
+    p.add_argument("--allocation-policy", default=None, choices=POLICIES,
+                   help="deepwive: bandwidth allocation among a GOP's frames (default: the model's policy)")
     p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(model, "feedback_snr_db"):
             raise SystemExit(f"error: --feedback-snr applies to deepjscc-f, not {model.registry_name}")
         model.feedback_snr_db = None if args.feedback_snr == "noiseless" else float(args.feedback_snr)
+    if args.allocation_policy is not None:
+        if not hasattr(model, "allocation_space"):
+            raise SystemExit(f"error: --allocation-policy applies to deepwive, not {model.registry_name}")
+        model.policy = args.allocation_policy
     system = JSCCSystem(model, channel).to(args.device)
     if args.stop_psnr is not None and not hasattr(model, "encode_layer"):
         raise SystemExit(f"error: --stop-psnr needs a model that sends layer by layer, not {model.registry_name}")

@@ -197,6 +197,8 @@ def sweep_results(
     }
     if per_frame is not None:
         results["metrics_per_frame"] = per_frame
+        if hasattr(system.model, "policy"):
+            results["allocation_policy"] = system.model.policy
     if per_prefix is not None:
         results["metrics_per_prefix"] = per_prefix
         results["layers"] = system.model.layer_info(height, width)

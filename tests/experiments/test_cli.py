@@ -249,6 +249,8 @@ def test_layered_train_layer_by_layer_sweep_and_plots(data, tmp_path):
         plot.main([str(tmp_path / "f.json"), "--x", "bandwidth", "--at-snr", "7", "--out", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit, match="--stop-psnr"):
         _sweep(ckpt_single, data, tmp_path / "bad.json", "--stop-psnr", "20")
+    with pytest.raises(SystemExit, match="--allocation-policy applies to deepwive"):
+        _sweep(ckpt_single, data, tmp_path / "bad.json", "--allocation-policy", "agent")
     with pytest.raises(ValueError, match="layered"):
         _train(data, tmp_path / "bad", "--train-layer", "1")
 
@@ -301,7 +303,10 @@ def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_pat
                            "--out", str(run)]) == 0
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "v.json", "--frames", "5", "--metrics", "psnr")
     assert res["method"] == "deepwive" and len(res["metrics_per_frame"]) == 5 and res["dataset"]["n_images"] == 2
-    assert res["bandwidth_ratio_str"] == "1/12"
+    assert res["bandwidth_ratio_str"] == "1/12" and res["allocation_policy"] == "uniform"
+    res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "o.json", "--frames", "5", "--metrics", "psnr",
+                 "--allocation-policy", "oracle")
+    assert res["allocation_policy"] == "oracle"
 
     # agent stage: from the trained codec, only the agent changes; validation uses the agent policy
     data = ["--data", str(tmp_path / "stills"), "--frames", "5", "--synthetic-motion", "--crop", "16",
