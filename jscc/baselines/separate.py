@@ -121,8 +121,9 @@ class SeparateBaseline:
                              f"got {len(pixels)} different counts: crop them")
         self.k = channel_uses(self.images[0].shape[:2], self.bandwidth_ratio)
         self.n = 3 * self.images[0].shape[0] * self.images[0].shape[1]
-        self.x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in self.images]).double() / 255
-        mean = self.x.mean(dim=(0, 2, 3)).tolist()
+        # float64 (H, W, 3) in [0, 1] per image: one pixel count, but portrait and landscape may mix (Kodak)
+        self.x = [im / 255.0 for im in self.images]
+        mean = np.mean([im.mean(axis=(0, 1)) for im in self.x], axis=0).tolist()
         self.fallback_mse = self._mse([fallback_image(im, fallback, mean) for im in self.images])
         self._source: dict[int, np.ndarray] = {}  # budget bytes -> per-image MSE (fallback where nothing fits)
         self._results: dict[int, list] = {}
@@ -131,9 +132,8 @@ class SeparateBaseline:
     # ------------------------------------------------------------------ source coding
     def _mse(self, recs: Sequence[np.ndarray], index: Sequence[int] | None = None) -> np.ndarray:
         """Per-image MSE of uint8 reconstructions against the images ``index`` (default all)."""
-        r = torch.from_numpy(np.stack(recs)).permute(0, 3, 1, 2).double() / 255
-        x = self.x if index is None else self.x[list(index)]
-        return ((r - x) ** 2).mean(dim=(1, 2, 3)).numpy()
+        index = range(len(self.x)) if index is None else index
+        return np.array([np.square(r / 255.0 - self.x[i]).mean() for r, i in zip(recs, index, strict=True)])
 
     def code(self, budgets: Sequence[int]) -> None:
         """Encode every image to every budget not coded yet (once; reused for all SNRs and draws)."""

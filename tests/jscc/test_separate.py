@@ -159,3 +159,20 @@ def test_baseline_cli_fast_bler_budget_builds_the_cheaper_table(tmp_path, write_
     assert np.allclose(np.diff(key["snr_db_grid"]), 0.1)
     with pytest.raises(SystemExit):
         baseline_cli.main(["--bler-budget", "tiny", "--out", str(out)])
+
+
+def test_portrait_and_landscape_images_of_one_pixel_count_mix(photos):
+    """Kodak mixes 768x512 and 512x768: one k, per-image MSE against each image's own orientation."""
+    land = photos.images[0][:, :32, :16].contiguous()
+    port = photos.images[1][:, :16, :32].contiguous()
+    mixed = ImageSet([land, port], "mixed")
+    b = SeparateBaseline(mixed, link="capacity", bandwidth_ratio="1/6", accounting="payload", workers=1,
+                         fallback="dataset_mean")
+    assert b.k == channel_uses((32, 16), Fraction(1, 6))
+    above, below = b.sweep([30.0, -5.0], 20.0, n_channel_draws=1)["metrics"]["psnr"]
+    assert above > below
+    single = SeparateBaseline(ImageSet([port], "port"), link="capacity", bandwidth_ratio="1/6", accounting="payload",
+                              workers=1)
+    assert single.sweep([30.0], 20.0, n_channel_draws=1)["metrics"]["psnr"][0] == pytest.approx(
+        SeparateBaseline(mixed, link="capacity", bandwidth_ratio="1/6", accounting="payload",
+                         workers=1).psnr_delivered(single.capacity_point(20.0))[1])
