@@ -31,6 +31,9 @@ def setup_args() -> argparse.ArgumentParser:
                    help="video models: --data is a folder of clips; evaluate the first T frames of each")
     p.add_argument("--allocation-policy", default=None, choices=POLICIES,
                    help="deepwive: bandwidth allocation among a GOP's frames (default: the model's policy)")
+    p.add_argument("--intra-only", action="store_true",
+                   help="deepwive: the per-frame reference, every frame coded alone by the key-frame codec "
+                        "at the same bandwidth (chunks of the allocation policy)")
     p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(model, "allocation_space"):
             raise SystemExit(f"error: --allocation-policy applies to deepwive, not {model.registry_name}")
         model.policy = args.allocation_policy
+    if args.intra_only:
+        if not hasattr(model, "intra_only"):
+            raise SystemExit(f"error: --intra-only applies to deepwive, not {model.registry_name}")
+        model.intra_only = True
     system = JSCCSystem(model, channel).to(args.device)
     if args.stop_psnr is not None and not hasattr(model, "encode_layer"):
         raise SystemExit(f"error: --stop-psnr needs a model that sends layer by layer, not {model.registry_name}")

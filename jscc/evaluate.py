@@ -199,6 +199,8 @@ def sweep_results(
         results["metrics_per_frame"] = per_frame
         if hasattr(system.model, "policy"):
             results["allocation_policy"] = system.model.policy
+        if getattr(system.model, "intra_only", False):
+            results["intra_only"] = True
     if per_prefix is not None:
         results["metrics_per_prefix"] = per_prefix
         results["layers"] = system.model.layer_info(height, width)

@@ -63,6 +63,10 @@ Allocation policies (``policy``; ``train_policy`` in training mode):
   allocation on the same channel realisation as reward. Per-GOP (contextual bandit) rewards: the effect
   of a GOP's key frame on the next GOP is not credited.
 
+Per-frame reference (``intra_only = True``, a run-time switch like ``policy``): every frame is coded
+alone by the key-frame codec with the chunks the allocation gives it, through the same link: the
+image JSCC at exactly the same bandwidth, to show what motion compensation gains.
+
 Transmitter references (``tx_reference``): ``"decoded"`` (default) uses the receiver's reconstructed
 references for motion, as the public training code does, which assumes the transmitter knows them
 (ideal feedback); ``"original"`` uses the original frames (no feedback needed; the encoder then sees
@@ -482,6 +486,7 @@ class DeepWiVe(nn.Module):
         self.interp_order, self.tx_reference = interp_order, tx_reference
         self.policy, self.train_policy, self.flow_loss_weight = policy, train_policy, float(flow_loss_weight)
         self.stages = _interp_stages(g, interp_order)
+        self.intra_only = False  # the per-frame image-JSCC reference (a switch, not part of the config)
 
         self.key_codec = ADJSCC(c=c, hidden=hidden)
         self.flow_net = ScaleSpaceFlow(flow_hidden)
@@ -637,6 +642,13 @@ class DeepWiVe(nn.Module):
         key frame as decoded (``prev_rx``) and as the transmitter sees it (``prev_tx``)."""
         batch, g = frames.shape[:2]
         size = tuple(frames.shape[-2:])
+        if self.intra_only:  # every frame coded alone by the key-frame codec, same chunks and channel
+            snr_f = snr_db.repeat_interleave(g)
+            symbols = self.key_codec.encode(frames.flatten(0, 1), snr_f).reshape(batch, g, -1)
+            z, y, mask, h = self._send(link, symbols, alloc, size)
+            x_hat = self.key_codec.decode(y.flatten(0, 1), size, snr_f).reshape(frames.shape)
+            return {"x_hat": x_hat, "z": z, "y": y, "mask": mask, "h": h, "tx": x_hat[:, -1],
+                    "warp_mse": frames.new_zeros(())}
         decoded = self.tx_reference == "decoded"
         rx, tx = {0: prev_rx}, {0: prev_tx}
         z, y, mask, h = [None] * g, [None] * g, [None] * g, [None] * g

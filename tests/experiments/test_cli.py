@@ -251,6 +251,8 @@ def test_layered_train_layer_by_layer_sweep_and_plots(data, tmp_path):
         _sweep(ckpt_single, data, tmp_path / "bad.json", "--stop-psnr", "20")
     with pytest.raises(SystemExit, match="--allocation-policy applies to deepwive"):
         _sweep(ckpt_single, data, tmp_path / "bad.json", "--allocation-policy", "agent")
+    with pytest.raises(SystemExit, match="--intra-only applies to deepwive"):
+        _sweep(ckpt_single, data, tmp_path / "bad.json", "--intra-only")
     with pytest.raises(ValueError, match="layered"):
         _train(data, tmp_path / "bad", "--train-layer", "1")
 
@@ -306,7 +308,10 @@ def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_pat
     assert res["bandwidth_ratio_str"] == "1/12" and res["allocation_policy"] == "uniform"
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "o.json", "--frames", "5", "--metrics", "psnr",
                  "--allocation-policy", "oracle")
-    assert res["allocation_policy"] == "oracle"
+    assert res["allocation_policy"] == "oracle" and "intra_only" not in res
+    res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "i.json", "--frames", "5", "--metrics", "psnr",
+                 "--intra-only")
+    assert res["intra_only"] is True and res["k"] == 320  # the same bandwidth as the video model
 
     # agent stage: from the trained codec, only the agent changes; validation uses the agent policy
     data = ["--data", str(tmp_path / "stills"), "--frames", "5", "--synthetic-motion", "--crop", "16",

@@ -160,6 +160,24 @@ def test_masked_symbols_are_zero_and_power_is_normalised_per_frame_over_sent_sym
         assert torch.equal(sent, torch.tensor([[2, 0, 4, 1, 3], [2, 2, 2, 4, 0]]) * m.chunk_channel_uses(16, 16))
 
 
+def test_intra_only_reference_codes_each_frame_alone_at_the_same_bandwidth(smooth_images):
+    m = _tiny().eval()
+    x = _video(smooth_images)
+    alloc = torch.tensor([[[0, 4, 1, 3]], [[2, 2, 4, 0]]])
+    with torch.no_grad():
+        video = m.transmit(x, _link(), allocation=alloc)
+        m.intra_only = True
+        intra = m.transmit(x, _link(), allocation=alloc)
+        # frame t's reconstruction is the key-frame codec applied to frame t alone (same chunks, same noise)
+        changed = x.clone()
+        changed[:, 2] = 1 - changed[:, 2]
+        other = m.transmit(changed, _link(), allocation=alloc)
+    assert torch.equal(intra["mask"], video["mask"]) and torch.equal(intra["channel_uses"], video["channel_uses"])
+    keep = [0, 1, 3, 4]
+    torch.testing.assert_close(other["x_hat"][:, keep], intra["x_hat"][:, keep])
+    assert not torch.allclose(other["x_hat"][:, 2], intra["x_hat"][:, 2])
+
+
 # --------------------------------------------------------------------------- system, shapes, gradients
 
 
