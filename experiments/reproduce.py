@@ -49,6 +49,7 @@ class Figure:
     models: tuple[str, ...] = ()  # explicit zoo names instead of prefix + train SNRs
     bandwidth_plot_snr: float | None = None  # also draw PSNR vs cumulative bandwidth at this SNR (layered)
     stop_psnrs: tuple[float, ...] = ()  # variable-length runs of models sending layer by layer (files only)
+    dataset: str = "cifar10-test (JPEG copy)"  # default --data-name
 
     def model_names(self) -> list[str]:
         if self.models:
@@ -72,17 +73,21 @@ FIGURES = {
     "layered-cifar10": Figure("DeepJSCC-l / DeepJSCC-f (2 layers of k/n = 1/12) vs single-layer DeepJSCC, CIFAR-10, AWGN",
                               "", (10,), "1/6", baseline=False, bandwidth_plot_snr=10.0, models=(
                                   "deepjscc-l-multi-cifar10-1_6-awgn-snr10", "deepjscc-l-masked-cifar10-1_6-awgn-snr10",
-                                  "deepjscc-l-residual-cifar10-1_6-awgn-snr10", "deepjscc-f-cifar10-1_6-awgn-snr10",
+                                  "deepjscc-l-residual-cifar10-1_6-awgn-snr10",
+                                  "deepjscc-l-residual-lbl-cifar10-1_6-awgn-snr10", "deepjscc-f-cifar10-1_6-awgn-snr10",
                                   "deepjscc-f-fb20dB-cifar10-1_6-awgn-snr10", "deepjscc-cifar10-1_12-awgn-snr10",
                                   "deepjscc-cifar10-1_6-awgn-snr10"), stop_psnrs=(25.0, 28.0)),
+    "kodak-1_16": Figure("DeepJSCC (trained on photo crops) vs JPEG2000 + capacity, Kodak at native size, k/n = 1/16, AWGN",
+                         "deepjscc-photos-1_16-awgn", (10,), "1/16", dataset="kodak"),
 }
 
 
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("figure", choices=sorted(FIGURES))
-    p.add_argument("--data", required=True, help="CIFAR-10 test images (folder / ImageFolder tree)")
-    p.add_argument("--data-name", default="cifar10-test (JPEG copy)", help="dataset name recorded in results")
+    p.add_argument("--data", required=True, help="test images (folder / ImageFolder tree): the CIFAR-10 test set, "
+                                                 "or Kodak for kodak-1_16")
+    p.add_argument("--data-name", default=None, help="dataset name recorded in results (default: the figure's)")
     p.add_argument("--full", action="store_true", help=f"all images (default: a fixed {SUBSET_SIZE}-image subset)")
     add_snr_args(p, default="0:25:1")
     p.add_argument("--n-channel-draws", type=int, default=10)
@@ -114,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     fig = FIGURES[args.figure]
     snrs = parse_snr_list(args.snr)
     out = Path(args.out or Path("results") / args.figure)
-    dataset = load_dataset(args.data, train=False, name=args.data_name)
+    data_name = args.data_name or fig.dataset
+    dataset = load_dataset(args.data, train=False, name=data_name)
     if not args.full and len(dataset) > SUBSET_SIZE:
         step = len(dataset) // SUBSET_SIZE  # every step-th image: all classes of a class-sorted folder
         dataset = dataset.subset(range(0, step * SUBSET_SIZE, step))
-        dataset.name = f"{args.data_name}, every {step}th image ({SUBSET_SIZE})"
+        dataset.name = f"{data_name}, every {step}th image ({SUBSET_SIZE})"
     command = "jscc reproduce " + shlex.join(sys.argv[2:] if argv is None else argv)
     names = fig.model_names()
     missing = [n for n in names if n not in ZOO]
