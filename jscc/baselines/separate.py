@@ -199,6 +199,11 @@ class SeparateBaseline:
                 return self.ldpc_point(design)  # a fixed MCS, e.g. "QPSK-r1/2"
             raise ValueError(f"design must be a design SNR in dB, 'oracle', 'match' or (LDPC) an MCS name, got {design!r}")
         points = self.candidates()
+        if self.link == "capacity" and self.channel == "awgn":
+            # success iff snr >= design, and quality never falls with the budget (the highest quality that
+            # fits): the best point is the largest design SNR <= snr, no need to code the other budgets
+            feasible = [p for p in points if p.design_snr_db <= snr_db]
+            return max(feasible, key=lambda p: p.bits) if feasible else None
         self.code([p.budget_bytes for p in points])
         p_ok = np.array([self.success_probability(p, snr_db) for p in points])
         quality = np.array([self.psnr_delivered(p).mean() for p in points])

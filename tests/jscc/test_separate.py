@@ -62,6 +62,16 @@ def test_quality_grows_with_design_snr_and_oracle_is_the_envelope(photos):
         assert all(o >= f - 1e-9 for o, f in zip(oracle, fixed))
 
 
+def test_awgn_capacity_oracle_is_the_design_at_the_test_snr_and_codes_only_that_budget(photos):
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1)
+    snrs = [-6.0, 12.0, 20.0]
+    oracle = b.sweep(snrs, "oracle", n_channel_draws=1)
+    assert oracle["points"][0] is None  # below every design on the grid: the fallback
+    assert [p.design_snr_db for p in oracle["points"][1:]] == [12.0, 20.0]
+    assert sorted(b._source) == sorted(b.capacity_point(s).budget_bytes for s in snrs[1:])
+    np.testing.assert_allclose(oracle["metrics"]["psnr"][1:], b.sweep(snrs[1:], "match", n_channel_draws=1)["metrics"]["psnr"])
+
+
 def test_fallback_when_nothing_fits(photos):
     """At 0 dB and k/n = 1/48 (k = 64 uses: 8 bytes) no JPEG2000 codestream fits: always the fallback."""
     b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/48", workers=1)
