@@ -47,7 +47,8 @@ def evaluate(
             ``perceptual`` (a substitute distance from :func:`jscc.perceptual.build_perceptual`, passed as
             ``perceptual_model``; reported as ``{"name", "values"}`` under its own name);
             PSNR and the PSNR of the mean MSE are always computed (every results file has them).
-        seed: seeds the channel generator, so a sweep is reproducible.
+        seed: seeds the channel generator and the data generator (random crops, synthetic motion),
+            so a sweep is reproducible.
         stop_psnr_db: variable-length mode of layered models (see :mod:`jscc.models.layered`).
 
     Returns:
@@ -75,7 +76,8 @@ def evaluate(
     generator = torch.Generator(device=device).manual_seed(seed)
     acc = M.MetricAccumulator()
     adaptive = getattr(system.model, "snr_adaptive", True)
-    batches = iterate_batches(dataset, batch_size)
+    # a seeded data generator too: random crops / synthetic motion of a validation set are the same every time
+    batches = iterate_batches(dataset, batch_size, generator=torch.Generator().manual_seed(seed))
     n_batches = -(-len(dataset) // batch_size) if dataset.uniform else len(dataset)
     layered = system.layered
     if stop_psnr_db is not None and not layered:
