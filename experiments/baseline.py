@@ -60,7 +60,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--bler-budget", default="standard", choices=sorted(BLER_BUDGETS),
                    help="LDPC: Monte-Carlo budget of the BLER tables: standard (--bler-blocks, 100 errors, 0.25 dB "
                         "grid) or fast (300 blocks, 20 errors, 0.1 dB grid from the Shannon limit: ~3x cheaper for "
-                        "large images, threshold within ~0.1 dB; channels.links.bler_table)")
+                        "large images, threshold within ~0.1 dB; channels.links.bler_table; ignores --bler-blocks)")
     p.add_argument("--workers", type=int, default=2, help="processes for source coding")
     add_data_args(p, default="sample", help_suffix="; test images (one pixel count)")
     p.add_argument("--crop", type=int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")

@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         perceptual_model = build_perceptual(name, **({"discriminator": source} if source else {})).to(args.device)
     snr_train = train_info.get("train_snr_db")
     name = args.name or default_name(args.model, channel.channel_config()["name"])
+    if args.name is None:  # video variants get their own legend entries
+        name += "".join(f"-{s}" for s in (args.allocation_policy, "intra" if args.intra_only else None) if s)
     command = "jscc sweep " + shlex.join(sys.argv[2:] if argv is None else argv)
     checkpoint_path = resolve_checkpoint(args.model)
     results = sweep_results(

@@ -77,7 +77,7 @@ def evaluate(
     acc = M.MetricAccumulator()
     adaptive = getattr(system.model, "snr_adaptive", True)
     # a seeded data generator too: random crops / synthetic motion of a validation set are the same every time
-    batches = iterate_batches(dataset, batch_size, generator=torch.Generator().manual_seed(seed))
+    batches = iterate_batches(dataset, batch_size, generator=torch.Generator().manual_seed(seed + 1_000_003))
     n_batches = -(-len(dataset) // batch_size) if dataset.uniform else len(dataset)
     layered = system.layered
     if stop_psnr_db is not None and not layered:

@@ -171,6 +171,9 @@ def train(
             raise ValueError(f"{model.registry_name} has no allocation agent: train_agent applies to deepwive")
         if world > 1:
             raise ValueError("agent training runs in one process (no torchrun)")
+        if model.policy != "agent":
+            raise ValueError(f"agent training validates the agent: build the model with policy='agent' "
+                             f"(--model-arg policy=agent), not {model.policy!r}")
         for p in system.parameters():
             p.requires_grad_(False)
         for p in model.agent.parameters():

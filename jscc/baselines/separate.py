@@ -199,16 +199,18 @@ class SeparateBaseline:
                 return self.ldpc_point(design)  # a fixed MCS, e.g. "QPSK-r1/2"
             raise ValueError(f"design must be a design SNR in dB, 'oracle', 'match' or (LDPC) an MCS name, got {design!r}")
         points = self.candidates()
-        if self.link == "capacity" and self.channel == "awgn":
-            # success iff snr >= design, and quality never falls with the budget (the highest quality that
-            # fits): the best point is the largest design SNR <= snr, no need to code the other budgets
-            feasible = [p for p in points if p.design_snr_db <= snr_db]
-            return max(feasible, key=lambda p: p.bits) if feasible else None
+        deterministic = self.link == "capacity" and self.channel == "awgn"
+        if deterministic:  # success iff snr >= design: the other designs deliver only the fallback
+            points = [p for p in points if p.design_snr_db <= snr_db]
+            if not points:
+                return None
         self.code([p.budget_bytes for p in points])
         p_ok = np.array([self.success_probability(p, snr_db) for p in points])
         quality = np.array([self.psnr_delivered(p).mean() for p in points])
-        best, _ = L.expected_quality_choice(p_ok, quality, float(_psnr(self.fallback_mse).mean()))
-        return points[best]
+        fallback = float(_psnr(self.fallback_mse).mean())
+        best, expected = L.expected_quality_choice(p_ok, quality, fallback)
+        # a codestream can be worse than the fallback (tiny budgets, `full` accounting): then send nothing
+        return None if deterministic and expected[best] < fallback else points[best]
 
     # ------------------------------------------------------------------ transmission
     def delivered(self, point: OperatingPoint | None, snr_db: float, generator: torch.Generator) -> np.ndarray:

@@ -59,33 +59,62 @@ def _deconv(cin: int, cout: int, stride: int, kernel: int = 5) -> nn.ConvTranspo
 
 STRIDES = (2, 2, 1, 1, 1)
 NORMS = ("none", "gdn")
-#: The official DeepJSCC-f / ADJSCC network as a configuration of this backbone (~70x the compute
+#: The official DeepJSCC-f / ADJSCC network as a configuration of this backbone (~65x the compute
 #: of the 2019 one per pixel): ``--model-arg hidden=[256,256,256,256] --model-arg norm=gdn``.
 GDN256 = {"hidden": [256, 256, 256, 256], "norm": "gdn"}
+
+
+class _LowerBound(torch.autograd.Function):
+    """``max(x, bound)`` whose gradient also passes below the bound when it pushes ``x`` up (so a
+    parameter at the bound is not stuck there), as in tensorflow-compression."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= ctx.bound) | (grad < 0)), None
 
 
 class GDN(nn.Module):
     """Generalized divisive normalization (Ballé et al. 2016), per pixel across channels.
 
     ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)``; ``inverse=True`` multiplies instead (IGDN,
-    for decoders). ``beta`` and ``gamma`` are kept non-negative by storing their square roots
-    (``beta >= beta_min``); initialised to ``beta = 1``, ``gamma = 0.1 I`` as in tensorflow-compression.
+    for decoders). Initialised to ``beta = 1``, ``gamma = 0.1 I`` as in tensorflow-compression, with
+    its parametrisation: the stored parameters are ``sqrt(beta + p)`` and ``sqrt(gamma + p)`` with a
+    pedestal ``p = 2^-36``, lower-bounded so that ``beta >= beta_min`` and ``gamma >= 0``; the
+    pedestal keeps the gradient of the zero-initialised cross-channel terms non-zero.
 
     Args:
         channels: ``C``; input and output float ``(B,C,H,W)``.
         inverse: IGDN.
     """
 
+    PEDESTAL = 2.0**-36
+
     def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1):
         super().__init__()
         self.inverse, self.beta_min = bool(inverse), float(beta_min)
-        self.beta_sqrt = nn.Parameter(torch.ones(channels))
-        self.gamma_sqrt = nn.Parameter(torch.eye(channels) * gamma_init**0.5)
+        self.beta_param = nn.Parameter(torch.full((channels,), 1.0 + self.PEDESTAL).sqrt())
+        self.gamma_param = nn.Parameter((torch.eye(channels) * gamma_init + self.PEDESTAL).sqrt())
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """``(C,)``, ``>= beta_min``."""
+        bound = (self.beta_min + self.PEDESTAL) ** 0.5
+        return _LowerBound.apply(self.beta_param, bound).square() - self.PEDESTAL
+
+    @property
+    def gamma(self) -> torch.Tensor:
+        """``(C, C)``, ``>= 0``; row ``i`` weighs the squared inputs normalising channel ``i``."""
+        return _LowerBound.apply(self.gamma_param, self.PEDESTAL**0.5).square() - self.PEDESTAL
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        beta = self.beta_sqrt.square() + self.beta_min
-        gamma = self.gamma_sqrt.square()[:, :, None, None]
-        norm = nn.functional.conv2d(x.square(), gamma, beta)
+        norm = nn.functional.conv2d(x.square(), self.gamma[:, :, None, None], self.beta)
         return x * norm.sqrt() if self.inverse else x * norm.rsqrt()
 
 
@@ -177,7 +206,7 @@ class DeepJSCC(nn.Module):
             like the received symbols), for ``csi="receiver"`` with ``equalization="side"``.
         norm: ``"none"`` (the 2019 network) or ``"gdn"``: GDN/IGDN and 9x9 outer kernels as in the
             official DeepJSCC-f and ADJSCC code; with ``hidden=[256]*4`` (:data:`GDN256`) it is
-            that network (~70x the compute per image).
+            that network (~65x the multiply-accumulates per image).
     """
 
     snr_adaptive = False  # encoder and decoder ignore the SNR: a sweep may encode once
@@ -278,7 +307,7 @@ class ADJSCC(DeepJSCC):
     Same arguments, channel uses and symbol layout as :class:`DeepJSCC`; ``encode`` and ``decode``
     need ``snr_db`` (float32 ``(B,)`` in dB, the channel SNR both ends are told). Trained over an
     SNR range (``jscc train --train-snr-range 0 20``), one model serves every SNR. The official
-    network (GDN, 256 filters) is ~70x the compute: ``norm="gdn", hidden=[256]*4`` builds it
+    network (GDN, 256 filters) is ~65x the compute: ``norm="gdn", hidden=[256]*4`` builds it
     (:data:`GDN256`); the default is the 2019 backbone with AF modules.
     """
 

@@ -10,7 +10,7 @@ The network is that of :class:`~jscc.models.layered.LayeredRefinement` (``deepjs
 one 2019-backbone encoder per layer (layers after the first take the image and the estimate, 6
 input channels) and one decoder per prefix that sees every channel output so far. So the gain of
 feedback is measured against the same network without it. The official code (ipc-lab/deepJSCC-feedback,
-GDN with 256 filters, ~70x the compute) decodes a residual and merges it with the previous estimate
+GDN with 256 filters, ~65x the compute; `norm="gdn"` here) decodes a residual and merges it with the previous estimate
 through a small conv net; here each prefix decoder outputs the image directly from all outputs so far.
 
 Variable-length mode: ``transmit(..., stop_psnr_db=...)`` stops each image once the transmitter's

@@ -189,7 +189,7 @@ class _SingleEncoder(LayeredJSCC):
                 or checkpoint["config"]["hidden"] != self.hidden or checkpoint["config"].get("csi_side_input") \
                 or checkpoint["config"].get("norm", "none") != self.norm:
             raise ValueError(f"{self.registry_name} (c={self.c} x {self.layers} layers) can warm-start from a deepjscc "
-                             f"checkpoint with c={self.layers * self.c} and hidden={self.hidden}, not "
+                             f"checkpoint with c={self.layers * self.c}, hidden={self.hidden} and norm={self.norm}, not "
                              f"{checkpoint['model']} {checkpoint['config']}")
         backbone.load_state_dict(checkpoint["state_dict"], strict=True)
         copy_stack(self.encoder, backbone.encoder)
@@ -320,7 +320,7 @@ class LayeredRefinement(LayeredJSCC):
         if checkpoint["model"] != "deepjscc" or config["c"] != self.c or config["hidden"] != self.hidden \
                 or config.get("csi_side_input") or config.get("norm", "none") != self.norm:
             raise ValueError(f"{self.registry_name} (c={self.c} per layer) can warm-start from a deepjscc checkpoint "
-                             f"with c={self.c} and hidden={self.hidden}, not {checkpoint['model']} {config}")
+                             f"with c={self.c}, hidden={self.hidden} and norm={self.norm}, not {checkpoint['model']} {config}")
         backbone = DeepJSCC(c=self.c, hidden=self.hidden, norm=self.norm)
         backbone.load_state_dict(checkpoint["state_dict"], strict=True)
         for enc in self.encoders:

@@ -793,6 +793,9 @@ class DeepWiVe(nn.Module):
         n_gops = self._check_video(x)
         link = VideoLink.coerce(link)
         g, snr, uniform = self.gop_size, link.snr_db, self.uniform.expand(x.shape[0], -1)
+        # the policy's samples come from their own stream: replaying a channel snapshot must not reuse them
+        seed = int(torch.randint(2**62, (1,), generator=link.generator, device=link.device))
+        action_generator = torch.Generator(device=link.device).manual_seed(seed)
         with torch.no_grad():
             first = self._send_initial(x[:, 0], snr, link)
         prev_rx, prev_tx = first["x_hat"][:, 0], first["tx"]
@@ -814,7 +817,7 @@ class DeepWiVe(nn.Module):
                     return torch.stack(rewards, dim=1) - self._gop_psnr(reference["x_hat"], frames).unsqueeze(1)
 
             features = self.agent_features(frames, prev_tx, snr)
-            stats.append(reinforce_step(self.agent, features, reward_fn, optimizer, n_samples, link.generator))
+            stats.append(reinforce_step(self.agent, features, reward_fn, optimizer, n_samples, action_generator))
             prev_rx, prev_tx = reference["x_hat"][:, -1], reference["tx"]
         return {key: sum(s[key] for s in stats) / len(stats) for key in ("loss", "reward")}
 

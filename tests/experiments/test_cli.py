@@ -308,10 +308,11 @@ def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_pat
     assert res["bandwidth_ratio_str"] == "1/12" and res["allocation_policy"] == "uniform"
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "o.json", "--frames", "5", "--metrics", "psnr",
                  "--allocation-policy", "oracle")
-    assert res["allocation_policy"] == "oracle" and "intra_only" not in res
+    assert res["allocation_policy"] == "oracle" and "intra_only" not in res and res["name"] == "run-awgn-oracle"
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "i.json", "--frames", "5", "--metrics", "psnr",
                  "--intra-only")
     assert res["intra_only"] is True and res["k"] == 320  # the same bandwidth as the video model
+    assert res["name"] == "run-awgn-intra"
 
     # agent stage: from the trained codec, only the agent changes; validation uses the agent policy
     data = ["--data", str(tmp_path / "stills"), "--frames", "5", "--synthetic-motion", "--crop", "16",
@@ -328,6 +329,8 @@ def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_pat
     with pytest.raises(ValueError, match="allocation agent"):
         train_cli.main(["--data", str(tmp_path / "stills"), "--crop", "16", "--samples-per-epoch", "4", "--epochs", "1",
                         "--batch-size", "2", "--val-size", "1", "--quiet", "--train-agent", "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match="policy='agent'"):
+        train_cli.main([*model_args, *data, "--train-agent", "--init", str(run / "best.pt"), "--out", str(tmp_path / "z")])
     with pytest.raises(SystemExit, match="differs only in"):
         train_cli.main([*model_args, "--model-arg", "policy=agent", "--model-arg", "scale_levels=3", *data,
                         "--train-agent", "--init", str(run / "best.pt"), "--out", str(tmp_path / "y")])

@@ -117,20 +117,27 @@ def test_config_round_trips_through_constructor():
 # --------------------------------------------------------------------------- GDN-256 configuration
 
 
-def test_gdn_is_the_divisive_normalisation_formula():
+def test_gdn_is_the_divisive_normalisation_formula_and_every_gamma_learns():
     torch.manual_seed(0)
     gdn, igdn = GDN(3), GDN(3, inverse=True)
-    gamma_sqrt = torch.rand(3, 3)
+    torch.testing.assert_close(gdn.beta, torch.ones(3))
+    torch.testing.assert_close(gdn.gamma, 0.1 * torch.eye(3))
+    gamma_param = (torch.rand(3, 3) + GDN.PEDESTAL).sqrt()
     with torch.no_grad():
         for g in (gdn, igdn):
-            g.beta_sqrt.copy_(torch.tensor([1.0, 0.5, 2.0]))
-            g.gamma_sqrt.copy_(gamma_sqrt)
+            g.beta_param.copy_(torch.tensor([1.0, 0.5, 2.0]))
+            g.gamma_param.copy_(gamma_param)
     x = torch.randn(2, 3, 4, 5)
-    beta = gdn.beta_sqrt.detach().square() + gdn.beta_min
-    gamma = gdn.gamma_sqrt.detach().square()
+    beta, gamma = gdn.beta.detach(), gdn.gamma.detach()
+    assert (beta >= gdn.beta_min).all() and (gamma >= 0).all()
     norm = beta[None, :, None, None] + torch.einsum("ij,bjhw->bihw", gamma, x.square())
     torch.testing.assert_close(gdn(x), x / norm.sqrt())
     torch.testing.assert_close(igdn(x), x * norm.sqrt())
+    # from the initialisation, the zero cross-channel terms get gradients (they are not stuck at 0)
+    fresh = GDN(3)
+    fresh(x).square().sum().backward()
+    off_diagonal = ~torch.eye(3, dtype=torch.bool)
+    assert (fresh.gamma_param.grad[off_diagonal] != 0).all()
 
 
 def test_gdn256_is_the_official_network():
