@@ -72,7 +72,7 @@ from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, LINKS, OperatingPoint
                                      separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
                                          encode_clip_to_budget, fallback_clip, reconstruct, video_channel_uses)
-from jscc.metrics import MetricAccumulator
+from jscc.metrics import MetricAccumulator, ms_ssim, ms_ssim_supported, ssim
 from jscc.video import VideoSet
 
 __all__ = ["CodedClip", "VideoSeparateBaseline", "video_baseline_results", "gop_layout", "gop_channel_uses",
@@ -109,12 +109,14 @@ class CodedClip:
             up to its own is ``j`` (column ``j + 1``: frame ``t`` itself if ``j`` is its GOP, else
             the last frame of GOP ``j``) or when none is (column 0: the mean frame); NaN where
             impossible (``j`` after ``t``'s GOP, or GOP ``j`` does not fit).
+        frame_ssim: the same table of MS-SSIM per frame (SSIM when a side is below 161 px).
     """
 
     result: VideoEncodeResult | None = field(repr=False)
     block_results: tuple[VideoEncodeResult | None, ...] = field(repr=False)
     fits: np.ndarray
     frame_mse: np.ndarray
+    frame_ssim: np.ndarray
 
     @property
     def counted_bits(self) -> int:
@@ -209,6 +211,10 @@ class VideoSeparateBaseline:
                             for f in self.frames]
         self.fallback_mse = np.stack([_frame_mse(m[None].expand_as(f), f)
                                       for m, f in zip(self.mean_frames, self.frames)])  # (N, T)
+        # MS-SSIM per frame, or SSIM where frames are too small for its 5 scales (jscc.metrics)
+        self.ssim_name = "ms_ssim" if ms_ssim_supported(self.height, self.width) else "ssim"
+        self.fallback_ssim = np.stack([self._frame_ssim(m[None].expand_as(f), f)
+                                       for m, f in zip(self.mean_frames, self.frames)])  # (N, T)
         self._coded: dict[tuple, list[CodedClip]] = {}
         self._tables: dict[tuple[int, str], L.BlerTable] = {}
 
@@ -330,17 +336,26 @@ class VideoSeparateBaseline:
             fits = np.array([r is not None for r in blocks])
             result = _concatenate(frames, self.gops, blocks, self.codec.name, self.accounting, self.gop) \
                 if fits.any() else None
-        table = np.full((self.t, g_count + 1), np.nan)
-        table[:, 0] = self.fallback_mse[index]
-        if result is not None:
+        tables = {}
+        for name, metric, fallback in (("mse", _frame_mse, self.fallback_mse), ("ssim", self._frame_ssim, self.fallback_ssim)):
+            table = tables[name] = np.full((self.t, g_count + 1), np.nan)
+            table[:, 0] = fallback[index]
+            if result is None:
+                continue
             rec = result.reconstruction
             for j, (first, stop) in enumerate(self.gops):
                 if not fits[j]:
                     continue
-                table[first:stop, j + 1] = _frame_mse(rec[first:stop], frames[first:stop])
+                table[first:stop, j + 1] = metric(rec[first:stop], frames[first:stop])
                 if stop < self.t:  # later frames frozen on GOP j's last frame
-                    table[stop:, j + 1] = _frame_mse(rec[stop - 1 : stop].expand_as(frames[stop:]), frames[stop:])
-        return CodedClip(result=result, block_results=tuple(blocks), fits=fits, frame_mse=table)
+                    table[stop:, j + 1] = metric(rec[stop - 1 : stop].expand_as(frames[stop:]), frames[stop:])
+        return CodedClip(result=result, block_results=tuple(blocks), fits=fits, frame_mse=tables["mse"],
+                         frame_ssim=tables["ssim"])
+
+    def _frame_ssim(self, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        """float64 ``(T,)`` MS-SSIM (or SSIM, see ``ssim_name``) per frame of two uint8 ``(T, 3, H, W)`` clips."""
+        metric = ms_ssim if self.ssim_name == "ms_ssim" else ssim
+        return metric(a.float() / 255, b.float() / 255).double().numpy()
 
     # ------------------------------------------------------------------ transmission
     def delivered(self, point: OperatingPoint | None, snr_db: float, generator: torch.Generator) -> np.ndarray:
@@ -365,13 +380,21 @@ class VideoSeparateBaseline:
 
     def frame_mse(self, point: OperatingPoint | None, gop_ok: np.ndarray) -> np.ndarray:
         """float64 ``(N, T)``: per-frame MSE of the delivered clips given the link's ``gop_ok`` ``(N, G)``."""
+        return self._shown(point, gop_ok, "frame_mse", self.fallback_mse)
+
+    def frame_ssim(self, point: OperatingPoint | None, gop_ok: np.ndarray) -> np.ndarray:
+        """float64 ``(N, T)``: per-frame MS-SSIM (or SSIM, ``ssim_name``) of the delivered clips."""
+        return self._shown(point, gop_ok, "frame_ssim", self.fallback_ssim)
+
+    def _shown(self, point: OperatingPoint | None, gop_ok: np.ndarray, table: str, fallback: np.ndarray) -> np.ndarray:
+        """Per-frame value of ``CodedClip.<table>`` for the frames the receiver shows, ``(N, T)``."""
         if point is None:
-            return self.fallback_mse.copy()
+            return fallback.copy()
         coded = self.coded(point)
         ok = np.asarray(gop_ok, dtype=bool) & np.stack([c.fits for c in coded])
         idx = np.where(ok, np.arange(ok.shape[1]), -1)
         last = np.maximum.accumulate(idx, axis=1)[:, self.gop_of_frame]  # (N, T): last delivered GOP up to t's
-        tables = np.stack([c.frame_mse for c in coded])  # (N, T, G + 1)
+        tables = np.stack([getattr(c, table) for c in coded])  # (N, T, G + 1)
         return np.take_along_axis(tables, (last + 1)[..., None], axis=2)[..., 0]
 
     def receive(self, index: int, point: OperatingPoint | None, gop_ok: Sequence[bool]) -> torch.Tensor:
@@ -427,12 +450,12 @@ class VideoSeparateBaseline:
             point = self.choose(design, snr)
             points.append(point)
             for _ in range(n_channel_draws):
-                mse = self.frame_mse(point, self.delivered(point, snr, generator))  # (N, T)
-                acc.add(i, "psnr", torch.from_numpy(_psnr(mse)))
-                acc.add(i, "mse", torch.from_numpy(mse))
-                for t in range(self.t):
-                    acc.add((i, "frame", t), "psnr", torch.from_numpy(_psnr(mse[:, t])))
-                    acc.add((i, "frame", t), "mse", torch.from_numpy(mse[:, t]))
+                gop_ok = self.delivered(point, snr, generator)
+                mse, sim = self.frame_mse(point, gop_ok), self.frame_ssim(point, gop_ok)  # (N, T)
+                for key, t_slice in [(i, slice(None))] + [((i, "frame", t), t) for t in range(self.t)]:
+                    acc.add(key, "psnr", torch.from_numpy(_psnr(mse[:, t_slice])))
+                    acc.add(key, "mse", torch.from_numpy(mse[:, t_slice]))
+                    acc.add(key, self.ssim_name, torch.from_numpy(sim[:, t_slice]))
         per_frame = [acc.summary([(i, "frame", t) for i in range(len(snrs))]) for t in range(self.t)]
         return {"metrics": acc.summary(range(len(snrs))), "per_frame": per_frame, "points": points}
 

@@ -19,6 +19,7 @@ from jscc.baselines.separate import PSNR_CAP_DB
 from jscc.baselines.video_codecs import encode_clip_to_budget, fallback_clip, video_channel_uses
 from jscc.baselines.video_separate import (VideoSeparateBaseline, gop_channel_uses, gop_layout,
                                            video_baseline_results)
+from jscc.metrics import ssim
 from jscc.results import validate_results
 from jscc.video import VideoSet
 
@@ -100,6 +101,14 @@ def test_capacity_awgn_cliff(clips, codec):
     for t in range(T):
         assert out["per_frame"][t]["psnr"][2] == pytest.approx(codec_psnr[:, t].mean())
         assert out["per_frame"][t]["psnr"][0] == pytest.approx(fallback_psnr[:, t].mean())
+    # SSIM (32x32 frames: too small for MS-SSIM's 5 scales) of what the receiver shows
+    assert b.ssim_name == "ssim"
+    shown = lambda snr: torch.stack([b.receive(i, point, b.delivered(point, snr, gen)[i])  # noqa: E731
+                                     for i in range(len(clips))]).flatten(0, 1).float() / 255
+    ref = torch.stack([clips.clip(i) for i in range(len(clips))]).flatten(0, 1).float() / 255
+    for col, snr in ((0, 9.9), (1, 10.0)):
+        assert out["metrics"]["ssim"][col] == pytest.approx(ssim(shown(snr), ref).mean().item(), abs=1e-5)
+    assert out["metrics"]["ssim"][1] > out["metrics"]["ssim"][0] + 0.3
 
 
 @needs_h264
