@@ -100,10 +100,7 @@ class SeparateBaseline:
                  bandwidth_ratio: Fraction | str = Fraction(1, 12), accounting: str = "full",
                  fallback: str = "image_mean", workers: int = 2, ldpc_mode: str = "cached",
                  table_kwargs: dict | None = None, progress: bool = False):
-        if link not in LINKS:
-            raise ValueError(f"unknown link {link!r}; expected one of {LINKS}")
-        if channel not in ("awgn", "rayleigh"):
-            raise ValueError(f"unknown channel {channel!r} for the separate baseline; expected awgn or rayleigh")
+        check_link(link, channel)
         if fallback not in FALLBACK_MODES:
             raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACK_MODES}")
         if ldpc_mode not in ("cached", "exact"):
@@ -271,6 +268,14 @@ def _cb_scaled_note(baseline: SeparateBaseline) -> str:
     return ("; code-block-scaled BLER tables (1 - (1 - BLER_cb)^C from a single-code-block surrogate TB): "
             + ", ".join(f"{t.key['mcs']} (C={t.key['num_code_blocks']}, surrogate k={t.key['surrogate_k']})"
                         for t in scaled))
+
+
+def check_link(link: str, channel: str) -> None:
+    """ValueError unless ``link`` is one of :data:`LINKS` and ``channel`` is awgn or rayleigh."""
+    if link not in LINKS:
+        raise ValueError(f"unknown link {link!r}; expected one of {LINKS}")
+    if channel not in ("awgn", "rayleigh"):
+        raise ValueError(f"unknown channel {channel!r} for the separate baseline; expected awgn or rayleigh")
 
 
 def design_label(design) -> str:

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 
 import channels.links as L
 from jscc.baselines.codecs import ACCOUNTING_MODES, CodecUnavailableError
-from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, LINKS, OperatingPoint, _psnr, design_label,
+from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, OperatingPoint, _psnr, check_link, design_label,
                                      separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
                                          encode_clip_to_budget, fallback_clip, reconstruct, video_channel_uses)
@@ -164,10 +164,7 @@ class VideoSeparateBaseline:
                  channel: str = "awgn", bandwidth_ratio: Fraction | str = Fraction(1, 12), gop: int | None = 4,
                  accounting: str = "payload", fallback: str = "clip_mean", workers: int = 1,
                  table_kwargs: dict | None = None, progress: bool = False):
-        if link not in LINKS:
-            raise ValueError(f"unknown link {link!r}; expected one of {LINKS}")
-        if channel not in ("awgn", "rayleigh"):
-            raise ValueError(f"unknown channel {channel!r} for the separate baseline; expected awgn or rayleigh")
+        check_link(link, channel)
         if accounting not in ACCOUNTING_MODES:
             raise ValueError(f"unknown byte accounting {accounting!r}; expected one of {ACCOUNTING_MODES}")
         if fallback not in VIDEO_FALLBACK_MODES:
