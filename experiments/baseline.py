@@ -20,6 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from channels.links import BLER_BUDGETS
 from experiments.args import add_data_args, add_snr_args, parse_key_values, parse_snr_list, summary_line
 from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
 from jscc.baselines.separate import LINKS, SeparateBaseline, baseline_results
@@ -105,14 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_line(results))
         print(f"wrote {path}")
     return 0
-
-
-#: Monte-Carlo budgets of ``--bler-budget`` (``channels.links.bler_table`` options; standard's
-#: ``n_blocks`` is ``--bler-blocks``).
-BLER_BUDGETS = {
-    "standard": {},
-    "fast": {"n_blocks": 300, "max_errors": 20, "batch_size": 20, "grid_step_db": 0.1, "grid_below_db": 0.0},
-}
 
 
 def bler_table_kwargs(args) -> dict:

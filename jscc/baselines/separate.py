@@ -195,19 +195,16 @@ class SeparateBaseline:
             if self.link == "ldpc" and isinstance(design, (str, L.MCS)):
                 return self.ldpc_point(design)  # a fixed MCS, e.g. "QPSK-r1/2"
             raise ValueError(f"design must be a design SNR in dB, 'oracle', 'match' or (LDPC) an MCS name, got {design!r}")
-        points = self.candidates()
         deterministic = self.link == "capacity" and self.channel == "awgn"
-        if deterministic:  # success iff snr >= design: the other designs deliver only the fallback
-            points = [p for p in points if p.design_snr_db <= snr_db]
-            if not points:
-                return None
+        points = oracle_candidates(self.candidates(), snr_db, deterministic)
+        if not points:
+            return None
         self.code([p.budget_bytes for p in points])
         p_ok = np.array([self.success_probability(p, snr_db) for p in points])
         quality = np.array([self.psnr_delivered(p).mean() for p in points])
         fallback = float(_psnr(self.fallback_mse).mean())
         best, expected = L.expected_quality_choice(p_ok, quality, fallback)
-        # a codestream can be worse than the fallback (tiny budgets, `full` accounting): then send nothing
-        return None if deterministic and expected[best] < fallback else points[best]
+        return oracle_pick(points, expected, fallback, deterministic)
 
     # ------------------------------------------------------------------ transmission
     def delivered(self, point: OperatingPoint | None, snr_db: float, generator: torch.Generator) -> np.ndarray:
@@ -254,6 +251,23 @@ class SeparateBaseline:
     def _source_mse(self, point: OperatingPoint) -> np.ndarray:
         self.code([point.budget_bytes])
         return self._source[point.budget_bytes]
+
+
+def oracle_candidates(points: Sequence[OperatingPoint], snr_db: float, awgn_capacity: bool) -> list[OperatingPoint]:
+    """The oracle's candidates at test SNR ``snr_db``. On AWGN a capacity code succeeds iff
+    ``snr_db >= design``: the other designs deliver only the fallback, so only the designs
+    ``<= snr_db`` are kept (and coded); every candidate otherwise."""
+    return [p for p in points if p.design_snr_db <= snr_db] if awgn_capacity else list(points)
+
+
+def oracle_pick(points: Sequence[OperatingPoint], expected_psnr: Sequence[float] | np.ndarray, fallback_psnr: float,
+                awgn_capacity: bool) -> OperatingPoint | None:
+    """The candidate of highest expected PSNR (ties: the first). With :func:`oracle_candidates`'
+    AWGN capacity rule, None (send nothing: the fallback) when even the best is worse than the
+    fallback (a codestream can be, at tiny budgets with ``full`` accounting): exactly the best of a
+    search over the whole design grid."""
+    best = int(np.argmax(expected_psnr))
+    return None if awgn_capacity and expected_psnr[best] < fallback_psnr else points[best]
 
 
 def _psnr(mse: np.ndarray) -> np.ndarray:

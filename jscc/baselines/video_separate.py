@@ -69,7 +69,7 @@ from tqdm.auto import tqdm
 import channels.links as L
 from jscc.baselines.codecs import ACCOUNTING_MODES, CodecUnavailableError
 from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, OperatingPoint, _psnr, check_link, design_label,
-                                     separate_results)
+                                     oracle_candidates, oracle_pick, separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
                                          encode_clip_to_budget, fallback_clip, reconstruct, video_channel_uses)
 from jscc.metrics import MetricAccumulator, ms_ssim, ms_ssim_supported, ssim
@@ -157,7 +157,8 @@ class VideoSeparateBaseline:
         progress: show a progress bar.
 
     Memory: every clip is held as uint8, and every coded (clip, budget) keeps its
-    reconstruction (the oracle codes every candidate budget).
+    reconstruction (the oracle codes every candidate budget it considers: on AWGN capacity only
+    the designs <= the test SNR, :func:`jscc.baselines.separate.oracle_candidates`).
     """
 
     def __init__(self, clips: VideoSet, *, codec: str | VideoCodec = "h264", link: str = "capacity",
@@ -281,10 +282,13 @@ class VideoSeparateBaseline:
                 return self.ldpc_point(design)  # a fixed MCS, e.g. "QPSK-r1/2"
             raise ValueError(f"design must be a design SNR in dB, 'oracle', 'match' or (LDPC) an MCS name, "
                              f"got {design!r}")
-        points = self.candidates()
+        deterministic = self.link == "capacity" and self.channel == "awgn"
+        points = oracle_candidates(self.candidates(), snr_db, deterministic)
+        if not points:
+            return None
         self.code(points)
         expected = [self.expected_psnr(p, snr_db) for p in points]
-        return points[int(np.argmax(expected))]  # ties: the first (lowest rate)
+        return oracle_pick(points, expected, float(_psnr(self.fallback_mse).mean()), deterministic)
 
     # ------------------------------------------------------------------ source coding
     def _key(self, point: OperatingPoint) -> tuple:

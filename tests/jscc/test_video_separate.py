@@ -230,3 +230,22 @@ def test_bad_input(clips, tmp_path):
         VideoSeparateBaseline(VideoSet([panning_clips(1)[0], panning_clips(1, t=4)[0]], "mixed"))
     with pytest.raises(ValueError, match="design must be"):
         VideoSeparateBaseline(clips).sweep([10.0], "best")
+
+
+@needs_h264
+def test_awgn_capacity_oracle_codes_only_feasible_designs_and_equals_the_full_search(clips):
+    """As for images (jscc.baselines.separate.oracle_candidates): on AWGN only the designs <= the
+    test SNR can succeed, so only their budgets are coded, and the choice equals a search over the
+    whole design grid (the fallback when none beats it)."""
+    from jscc.baselines.separate import CAPACITY_DESIGN_GRID
+
+    b = VideoSeparateBaseline(clips, codec="h264", bandwidth_ratio="1/12")
+    snrs = [-6.0, 8.0]
+    oracle = b.sweep(snrs, "oracle", n_channel_draws=1)
+    assert oracle["points"][0] is None
+    feasible = {b._key(b.capacity_point(d)) for d in CAPACITY_DESIGN_GRID if d <= 8.0}
+    assert set(b._coded) == feasible
+    fallback = float(np.mean(-10 * np.log10(b.fallback_mse)))
+    for snr, psnr in zip(snrs, oracle["metrics"]["psnr"]):
+        full = [b.expected_psnr(b.capacity_point(d), snr) if d <= snr else fallback for d in CAPACITY_DESIGN_GRID]
+        assert psnr == pytest.approx(max(full), abs=1e-9)
