@@ -99,8 +99,9 @@ def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> 
     """A StyleGAN2 :class:`~jscc.models.stylegan2.Discriminator` from weights, loaded strictly.
 
     Args:
-        source: a ``Discriminator``; a path to a ``torch.save`` file (``weights_only=True``); or a
-            dict in one of these forms:
+        source: a ``Discriminator``; a path to a ``torch.save`` file (``weights_only=True``); the
+            name of a zoo prior (``jscc.zoo``) whose file holds its discriminator; or a dict in one
+            of these forms:
 
             * ``{"config": {...}, "state_dict": {...}}`` (e.g. ``"model": "stylegan2-discriminator"``);
             * a prior-training checkpoint: ``jscc.priors.train_prior``'s ``last.pt`` (state dict
@@ -123,7 +124,7 @@ def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> 
         disc = source
     else:
         if isinstance(source, (str, os.PathLike)):
-            source = torch.load(source, map_location="cpu", weights_only=True)
+            source = torch.load(_discriminator_file(source), map_location="cpu", weights_only=True)
         if not isinstance(source, Mapping):
             raise ValueError(f"expected a Discriminator, a checkpoint path or dict, got {type(source).__name__}")
         stored, state = _discriminator_parts(source)
@@ -140,6 +141,17 @@ def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> 
             raise ValueError(f"discriminator weights do not match {dict(cfg)}: {err}") from None
     disc.requires_grad_(False)
     return disc.eval()
+
+
+def _discriminator_file(source: str | os.PathLike) -> str | os.PathLike:
+    """A checkpoint path as given, or the weight file of the zoo prior so named (sha256 checked)."""
+    if os.path.exists(source):
+        return source
+    from jscc.zoo import ZOO, weight_path
+
+    if str(source) in ZOO and ZOO[str(source)].get("model") == "stylegan2":
+        return weight_path(str(source))
+    raise ValueError(f"no discriminator checkpoint at {source} (neither a file nor a zoo prior)")
 
 
 def _discriminator_parts(source: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Mapping[str, Tensor]]:

@@ -26,7 +26,8 @@ Training (:func:`train_prior`, one step = four phases in stylegan2-ada's order):
   (the half-life in images, ramped up over the first images); buffers are copied.
 
 Every epoch ends with an atomic ``last.pt`` (G, D, G_ema, both optimizers, counters, RNG states,
-history), ``prior.pt`` (G_ema in the project's checkpoint format, what :func:`load_prior` reads),
+history), ``prior.pt`` (G_ema in the project's checkpoint format, what :func:`load_prior` reads, with the
+discriminator of the same step for the ``disc-features`` distance),
 ``best.pt`` (highest validation projection PSNR, when there is a validation set), a sample grid
 ``samples/epoch_NNNN.png`` and ``log.csv`` / ``history.json``. Data order, crops, flips, latents
 and noise come from generators re-seeded from ``(seed, epoch)`` at each epoch start, so a resumed
@@ -362,11 +363,17 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
-def prior_checkpoint(generator: Generator, *, train: dict | None = None, metrics: dict | None = None) -> dict:
+def prior_checkpoint(generator: Generator, *, discriminator: Discriminator | None = None, train: dict | None = None,
+                     metrics: dict | None = None) -> dict:
     """The project's self-describing checkpoint of a prior: ``{"format", "model": "stylegan2",
-    "config": generator.config, "state_dict", "train", "metrics"}`` (weights copied to CPU)."""
-    return {"format": FORMAT, "model": PRIOR_MODEL, "config": dict(generator.config),
+    "config": generator.config, "state_dict", "train", "metrics"}`` (weights copied to CPU), plus
+    ``"discriminator": {"config", "state_dict"}`` when given (the trained discriminator of the same
+    step, so the shipped file also serves the ``disc-features`` perceptual distance)."""
+    ckpt = {"format": FORMAT, "model": PRIOR_MODEL, "config": dict(generator.config),
             "state_dict": _cpu(generator.state_dict()), "train": dict(train or {}), "metrics": dict(metrics or {})}
+    if discriminator is not None:
+        ckpt["discriminator"] = {"config": dict(discriminator.config), "state_dict": _cpu(discriminator.state_dict())}
+    return ckpt
 
 
 def _rng_state(generators: dict[str, torch.Generator]) -> dict:
@@ -517,12 +524,12 @@ def train_prior(
         if val is not None:
             metrics.update(projection_psnr=val["psnr"], projection_psnr_std=val["psnr_std"],
                            projection_steps=cfg.val_steps, projection_lr=cfg.val_lr, n_val_images=val["n_images"])
-        prior = prior_checkpoint(trainer.G_ema, train=info, metrics=metrics)
+        prior = prior_checkpoint(trainer.G_ema, discriminator=trainer.D, train=info, metrics=metrics)
         if val is not None and val["psnr"] > best_psnr:
             best_psnr = val["psnr"]
             atomic_torch_save(prior, out / "best.pt")
         atomic_torch_save(prior, out / "prior.pt")
-        state = {**prior, **trainer.state_dict(), "discriminator_config": trainer.D.config, "prior_config": record,
+        state = {**{k: v for k, v in prior.items() if k != "discriminator"}, **trainer.state_dict(), "discriminator_config": trainer.D.config, "prior_config": record,
                  "epoch": epoch + 1, "rng": _rng_state(gens), "history": history}
         atomic_torch_save(state, out / "last.pt")
         _write_logs(out, history)

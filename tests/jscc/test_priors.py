@@ -17,6 +17,7 @@ from jscc.checkpoint import atomic_torch_save, read_checkpoint
 from jscc.data import ImageSet
 from jscc.metrics import psnr
 from jscc.models.stylegan2 import Discriminator, Generator, to_unit_range
+from jscc.perceptual import build_perceptual
 from jscc.priors import (PriorTrainConfig, PriorTrainer, ema_beta, invert, load_prior, prior_checkpoint,
                          projection_psnr, r1_penalty, train_prior, update_ema)
 from jscc.results import sha256_file
@@ -80,7 +81,13 @@ def test_one_epoch_writes_run_directory(sets, tmp_path):
     assert last["epoch"] == 1 and last["step"] == 4 and last["nimg"] == 16
     prior = read_checkpoint(tmp_path / "prior.pt")
     assert prior["model"] == "stylegan2" and set(prior) == {"format", "model", "config", "state_dict", "train",
-                                                             "metrics"}
+                                                             "metrics", "discriminator"}
+    # the discriminator of the same step rides along (disc-features from the shipped file); last.pt keeps one copy
+    assert "discriminator" not in last
+    _same_state(prior["discriminator"]["state_dict"], last["D"])
+    assert prior["discriminator"]["config"] == last["discriminator_config"]
+    assert build_perceptual("disc-features", discriminator=str(tmp_path / "prior.pt")).name == \
+        build_perceptual("disc-features", discriminator=str(tmp_path / "last.pt")).name
     assert prior["train"]["dataset"] == "tiny" and prior["train"]["epochs_done"] == 1
     assert prior["metrics"]["projection_psnr"] == rec["val_psnr"]
     gen = load_prior(tmp_path / "prior.pt")
@@ -229,6 +236,10 @@ def test_load_prior_is_strict_and_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setitem(jscc.zoo.ZOO, "stylegan2-test", {"model": "stylegan2", "config": ckpt["config"],
                                                          "file": "prior.pt", "sha256": sha256_file(tmp_path / "prior.pt")})
     _same_state(load_prior("stylegan2-test").state_dict(), gen.state_dict())
+    with pytest.raises(ValueError, match="generator prior checkpoint has no discriminator"):  # resolved, no D inside
+        build_perceptual("disc-features", discriminator="stylegan2-test")
+    with pytest.raises(ValueError, match="neither a file nor a zoo prior"):
+        build_perceptual("disc-features", discriminator="stylegan2-nonexistent")
 
 
 # --------------------------------------------------------------------------- inversion
