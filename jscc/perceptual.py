@@ -124,7 +124,9 @@ def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> 
         disc = source
     else:
         if isinstance(source, (str, os.PathLike)):
-            source = torch.load(_discriminator_file(source), map_location="cpu", weights_only=True)
+            from jscc.priors import resolve_prior  # a path, or a zoo prior's file
+
+            source = torch.load(resolve_prior(source), map_location="cpu", weights_only=True)
         if not isinstance(source, Mapping):
             raise ValueError(f"expected a Discriminator, a checkpoint path or dict, got {type(source).__name__}")
         stored, state = _discriminator_parts(source)
@@ -141,17 +143,6 @@ def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> 
             raise ValueError(f"discriminator weights do not match {dict(cfg)}: {err}") from None
     disc.requires_grad_(False)
     return disc.eval()
-
-
-def _discriminator_file(source: str | os.PathLike) -> str | os.PathLike:
-    """A checkpoint path as given, or the weight file of the zoo prior so named (sha256 checked)."""
-    if os.path.exists(source):
-        return source
-    from jscc.zoo import ZOO, weight_path
-
-    if str(source) in ZOO and ZOO[str(source)].get("model") == "stylegan2":
-        return weight_path(str(source))
-    raise ValueError(f"no discriminator checkpoint at {source} (neither a file nor a zoo prior)")
 
 
 def _discriminator_parts(source: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Mapping[str, Tensor]]:

@@ -539,6 +539,25 @@ def train_prior(
 # --------------------------------------------------------------------------- loading
 
 
+def resolve_prior(path_or_zoo_name: str | os.PathLike) -> Path:
+    """The file of a prior: an existing path as given, or the sha256-checked weight file of the zoo
+    entry so named (ValueError for an unknown name or a zoo entry that is not a prior)."""
+    from jscc.zoo import ZOO, weight_path
+
+    path = Path(path_or_zoo_name)
+    if path.exists():
+        return path
+    name = str(path_or_zoo_name)
+    priors = sorted(n for n, e in ZOO.items() if e.get("model") == PRIOR_MODEL)
+    if name not in ZOO:
+        raise ValueError(f"{name!r} is neither a checkpoint file nor a zoo prior; zoo priors: "
+                         f"{', '.join(priors) or '(none yet)'}")
+    if ZOO[name].get("model") != PRIOR_MODEL:
+        raise ValueError(f"zoo entry {name!r} is a {ZOO[name].get('model')} JSCC model, not a {PRIOR_MODEL} prior "
+                         f"(load it with jscc.load); zoo priors: {', '.join(priors) or '(none yet)'}")
+    return weight_path(name)
+
+
 def load_prior(path_or_zoo_name: str | os.PathLike, *, map_location="cpu", return_checkpoint: bool = False):
     """Load a StyleGAN2 prior ``Generator`` (eval mode, strict, ``weights_only=True``).
 
@@ -555,19 +574,7 @@ def load_prior(path_or_zoo_name: str | os.PathLike, *, map_location="cpu", retur
         ValueError: an unknown name, a zoo entry or checkpoint of another model, or weights that do
             not match the recorded config.
     """
-    from jscc.zoo import ZOO, weight_path
-
-    path = Path(path_or_zoo_name)
-    if not path.exists():
-        name = str(path_or_zoo_name)
-        priors = sorted(n for n, e in ZOO.items() if e.get("model") == PRIOR_MODEL)
-        if name not in ZOO:
-            raise ValueError(f"{name!r} is neither a checkpoint file nor a zoo prior; zoo priors: "
-                             f"{', '.join(priors) or '(none yet)'}")
-        if ZOO[name].get("model") != PRIOR_MODEL:
-            raise ValueError(f"zoo entry {name!r} is a {ZOO[name].get('model')} JSCC model, not a {PRIOR_MODEL} prior "
-                             f"(load it with jscc.load); zoo priors: {', '.join(priors) or '(none yet)'}")
-        path = weight_path(name)
+    path = resolve_prior(path_or_zoo_name)
     ckpt = read_checkpoint(path, map_location=map_location)
     if ckpt.get("model") != PRIOR_MODEL:
         raise ValueError(f"{path} holds model {ckpt.get('model')!r}, not a {PRIOR_MODEL} prior")

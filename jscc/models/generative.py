@@ -100,12 +100,13 @@ def canonical_generator_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_prior_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """A StyleGAN2 prior checkpoint ``{"format": "jscc-checkpoint/1", "model": "stylegan2", "config":
-    <Generator config>, "state_dict": <G_ema state dict>, ...}`` from a path (``weights_only=True``)
-    or the dict itself. ValueError unless it has that shape."""
+    <Generator config>, "state_dict": <G_ema state dict>, ...}`` from a path or zoo prior name
+    (``weights_only=True``) or the dict itself. ValueError unless it has that shape."""
     if isinstance(source, (str, os.PathLike)):
         from jscc.checkpoint import read_checkpoint
+        from jscc.priors import resolve_prior
 
-        source = read_checkpoint(source)
+        source = read_checkpoint(resolve_prior(source))
     if not isinstance(source, Mapping) or source.get("model") != PRIOR_MODEL:
         got = source.get("model") if isinstance(source, Mapping) else type(source).__name__
         raise ValueError(f"not a StyleGAN2 prior checkpoint (model {got!r}, expected {PRIOR_MODEL!r})")

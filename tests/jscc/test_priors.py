@@ -17,6 +17,7 @@ from jscc.checkpoint import atomic_torch_save, read_checkpoint
 from jscc.data import ImageSet
 from jscc.metrics import psnr
 from jscc.models.stylegan2 import Discriminator, Generator, to_unit_range
+from jscc.models.generative import canonical_generator_config, read_prior_checkpoint
 from jscc.perceptual import build_perceptual
 from jscc.priors import (PriorTrainConfig, PriorTrainer, ema_beta, invert, load_prior, prior_checkpoint,
                          projection_psnr, r1_penalty, train_prior, update_ema)
@@ -238,8 +239,10 @@ def test_load_prior_is_strict_and_errors_are_clear(tmp_path, monkeypatch):
     _same_state(load_prior("stylegan2-test").state_dict(), gen.state_dict())
     with pytest.raises(ValueError, match="generator prior checkpoint has no discriminator"):  # resolved, no D inside
         build_perceptual("disc-features", discriminator="stylegan2-test")
-    with pytest.raises(ValueError, match="neither a file nor a zoo prior"):
+    with pytest.raises(ValueError, match="neither a checkpoint file nor a zoo prior"):
         build_perceptual("disc-features", discriminator="stylegan2-nonexistent")
+    assert canonical_generator_config(read_prior_checkpoint("stylegan2-test")["config"]) == \
+        canonical_generator_config(ckpt["config"])
 
 
 # --------------------------------------------------------------------------- inversion
