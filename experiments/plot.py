@@ -25,6 +25,7 @@ METRIC_LABELS = {
     "ssim": "SSIM",
     "ms_ssim": "MS-SSIM",
     "lpips": "LPIPS (lower is better)",
+    "perceptual": "perceptual distance (lower is better)",  # named per result: metrics.perceptual.name
 }
 
 
@@ -115,10 +116,14 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
     used = {False: 0, True: 0}
     # Models, then baselines, each by training / design SNR; the i-th baseline takes the i-th model's
     # colour, so a model and the baseline designed for its training SNR match.
+    perceptual_names = set()
     for res in sorted(results, key=_order):
         values = res["metrics"].get(metric)
         if values is None:
             raise ValueError(f"result {res['name']!r} has no metric {metric!r} (it has {sorted(res['metrics'])})")
+        if metric == "perceptual":  # {"name", "values"}: only results of one distance share an axis
+            perceptual_names.add(values["name"])
+            values = values["values"]
         baseline = "codec" in res
         label = f"{res['name']} (k/n={res['bandwidth_ratio_str']})"
         color = colors[used[baseline] % len(colors)]
@@ -131,7 +136,10 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
             hi = [v + s for v, s in zip(values, spread)]
             ax.fill_between(res["snr_db"], lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("channel SNR (dB, Es/N0 per complex channel use)")
-    ax.set_ylabel(METRIC_LABELS[metric])
+    if len(perceptual_names) > 1:
+        plt.close(fig)
+        raise ValueError(f"results measure different perceptual distances {sorted(perceptual_names)}: plot them apart")
+    ax.set_ylabel(f"{perceptual_names.pop()} (lower is better)" if perceptual_names else METRIC_LABELS[metric])
     return _finish(out, plt, fig, ax, many=many, title=title)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from channels import build_channel
 from experiments.args import add_snr_args, parse_snr_list, summary_line
+from experiments import reproduce_generative
 from experiments.plot import expand_prefixes, plot_results, plot_vs_bandwidth
 from jscc.baselines.separate import SeparateBaseline, baseline_results
 from jscc.checkpoint import load, resolve_checkpoint
@@ -84,7 +85,7 @@ FIGURES = {
 
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc reproduce", description=__doc__.split("\n\n")[0])
-    p.add_argument("figure", choices=sorted(FIGURES))
+    p.add_argument("figure", choices=sorted([*FIGURES, *reproduce_generative.GENERATIVE_FIGURES]))
     p.add_argument("--data", required=True, help="test images (folder / ImageFolder tree): the CIFAR-10 test set, "
                                                  "or Kodak for kodak-1_16")
     p.add_argument("--data-name", default=None, help="dataset name recorded in results (default: the figure's)")
@@ -94,6 +95,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip JPEG2000 + capacity")
     p.add_argument("--workers", type=int, default=2, help="processes for JPEG2000 coding")
     p.add_argument("--out", default=None, help="output folder (default results/FIGURE)")
+    reproduce_generative.add_arguments(p)
     return p
 
 
@@ -116,16 +118,18 @@ def envelope(results: list[dict], *, name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
-    fig = FIGURES[args.figure]
+    fig = FIGURES.get(args.figure) or reproduce_generative.GENERATIVE_FIGURES[args.figure]
     snrs = parse_snr_list(args.snr)
     out = Path(args.out or Path("results") / args.figure)
     data_name = args.data_name or fig.dataset
     dataset = load_dataset(args.data, train=False, name=data_name)
+    command = "jscc reproduce " + shlex.join(sys.argv[2:] if argv is None else argv)
+    if args.figure in reproduce_generative.GENERATIVE_FIGURES:
+        return reproduce_generative.main(args, fig, dataset, snrs, out, command)
     if not args.full and len(dataset) > SUBSET_SIZE:
         step = len(dataset) // SUBSET_SIZE  # every step-th image: all classes of a class-sorted folder
         dataset = dataset.subset(range(0, step * SUBSET_SIZE, step))
         dataset.name = f"{data_name}, every {step}th image ({SUBSET_SIZE})"
-    command = "jscc reproduce " + shlex.join(sys.argv[2:] if argv is None else argv)
     names = fig.model_names()
     missing = [n for n in names if n not in ZOO]
     results = []
