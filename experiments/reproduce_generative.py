@@ -26,7 +26,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from jscc.evaluate import sweep_results
 from jscc.models.generative import InverseJSCC
 from jscc.perceptual import build_perceptual
 from jscc.priors import load_prior, projection_psnr, resolve_prior
-from jscc.results import sha256_file, write_results
+from jscc.results import sha256_file, write_json, write_results
 from jscc.system import JSCCSystem
 
 
@@ -107,14 +106,15 @@ def main(args, fig: GenerativeFigure, dataset: ImageSet, snrs: list[float], out:
     beta = generative_model.config["beta"] if args.inversion_beta is None else args.inversion_beta
     perceptual_args = {"discriminator": prior_name} if args.perceptual == "disc-features" else {}
     perceptual = build_perceptual(args.perceptual, **perceptual_args)
-    inverse = InverseJSCC.from_checkpoints(resolve_checkpoint(base), resolve_prior(prior_name),
-                                           steps=args.inversion_steps, lr=args.inversion_lr, alpha=1.0, beta=beta,
-                                           perceptual=args.perceptual, perceptual_args=perceptual_args)
-    inverse_note = (f"InverseJSCC: base {base} + prior {prior_name} (sha256 {sha256_file(resolve_prior(prior_name))}); "
+    base_path, prior_path = resolve_checkpoint(base), resolve_prior(prior_name)
+    inverse = InverseJSCC.from_checkpoints(base_path, prior_path, steps=args.inversion_steps, lr=args.inversion_lr,
+                                           alpha=1.0, beta=beta, perceptual=args.perceptual,
+                                           perceptual_args=perceptual_args)
+    inverse_note = (f"InverseJSCC: base {base} + prior {prior_name} (sha256 {sha256_file(prior_path)}); "
                     f"{args.inversion_steps} Adam steps at lr {args.inversion_lr:g} on W+ of 1 * MSE + {beta:g} * "
                     f"{perceptual.name} to the base reconstruction, latent weight {inverse.config['latent_weight']:g}")
-    receivers = [(_label(base), load(base), resolve_checkpoint(base), ""),
-                 (f"inverse-jscc-{args.inversion_steps}steps", inverse, resolve_checkpoint(base), inverse_note),
+    receivers = [(_label(base), load(base_path), base_path, ""),
+                 (f"inverse-jscc-{args.inversion_steps}steps", inverse, base_path, inverse_note),
                  (_label(generative), generative_model, resolve_checkpoint(generative), "")]
     results = []
     for name, model, path, note in receivers:
@@ -127,11 +127,10 @@ def main(args, fig: GenerativeFigure, dataset: ImageSet, snrs: list[float], out:
         write_results(res, out / f"{name}.json")
         results.append(res)
         print(summary_line(res))
-    projection = projection_psnr(load_prior(prior_name), dataset, steps=args.inversion_steps, lr=args.inversion_lr)
+    projection = projection_psnr(load_prior(prior_path), dataset, steps=args.inversion_steps, lr=args.inversion_lr)
     projection.update(prior=prior_name, dataset=dataset.name, steps=args.inversion_steps, lr=args.inversion_lr,
                       command=command)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "projection.json").write_text(json.dumps(projection, indent=1) + "\n")
+    write_json(projection, out / "projection.json")
     print(f"prior projection PSNR on these images: {projection['psnr']:.2f} dB ({args.inversion_steps} steps)")
     png = plot_panels(results, out.with_suffix(".png"), fig.title)
     grid = picture_grid([(r["name"], m) for r, (_, m, _, _) in zip(results, receivers)], dataset,

@@ -18,13 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from experiments import sweep as sweep_cli
 from experiments.args import parse_snr_list
-from jscc.checkpoint import FORMAT, atomic_torch_save, load, read_checkpoint
+from jscc.checkpoint import atomic_torch_save, load, read_checkpoint
 from jscc.data import load_dataset
-from jscc.results import read_results, sha256_file
+from jscc.results import read_results, sha256_file, write_json
 from jscc.zoo import WEIGHTS_DIR
 
 ZOO_TABLE = WEIGHTS_DIR / "zoo.json"
@@ -96,13 +94,11 @@ def add_prior(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
-    raw = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    if raw.get("format") != FORMAT:
-        read_checkpoint(args.checkpoint)  # the clear error
-    entry = add_prior(args) if raw.get("model") == "stylegan2" else add_jscc_model(args)
+    model = read_checkpoint(args.checkpoint)["model"]  # a clear error for anything but a jscc checkpoint
+    entry = add_prior(args) if model == "stylegan2" else add_jscc_model(args)
     table = json.loads(ZOO_TABLE.read_text())
     table[args.name] = entry
-    ZOO_TABLE.write_text(json.dumps(dict(sorted(table.items())), indent=2, ensure_ascii=False) + "\n")
+    write_json(dict(sorted(table.items())), ZOO_TABLE)
     print(f"zoo entry {args.name}: {json.dumps(entry['metrics'])}")
     return 0
 

@@ -171,6 +171,13 @@ def write_results(obj: dict[str, Any], path: str | os.PathLike) -> Path:
         ResultsValidationError: as :func:`validate_results`.
     """
     validate_results(obj)
+    return write_json(obj, path)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as JSON (indent 2, no NaN) to ``path`` atomically (temp file in the same folder,
+    then ``os.replace``), creating parent folders; the writer of results files, zoo tables and
+    side files. Returns ``path`` as a :class:`~pathlib.Path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
