@@ -38,8 +38,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
                    help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
     p.add_argument("--perceptual", default="ssim", metavar="NAME",
-                   help="with --metrics perceptual: ssim (1 - SSIM), lpips-alex, or disc-features=PATH (a "
-                        "train-prior last.pt); recorded under its own name (default ssim)")
+                   help="with --metrics perceptual: ssim (1 - SSIM), lpips-alex, or disc-features=SOURCE (a "
+                        "train-prior prior.pt or last.pt, or a zoo prior name); recorded under its own name (default ssim)")
     p.add_argument("--batch-size", type=int, default=128)
     add_channel_args(p, default=None)
     p.add_argument("--stop-psnr", type=float, default=None, metavar="DB",

@@ -51,6 +51,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-schedule", default="cosine", choices=["none", "cosine", "step"])
+    p.add_argument("--loss", default="mse", choices=["mse", "psnr"],
+                   help="objective of models without their own loss: mse (default) or psnr (minus the mean "
+                        "per-image PSNR, which keeps low-SNR errors from dominating a --train-snr-range run)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "jscc train " + shlex.join(sys.argv[2:] if argv is None else argv)
     cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
-        train_snr_db=snr, seed=args.seed, device=args.device, channels_last=args.channels_last,
+        loss=args.loss, train_snr_db=snr, seed=args.seed, device=args.device, channels_last=args.channels_last,
         train_layer=args.train_layer, train_agent=args.train_agent,
         extra={"dataset": train_set.name, "n_train_images": len(train_set), "val_dataset": val_set.name,
                "n_val_images": len(val_set), "crop": args.crop, "channel": channel.channel_config(),

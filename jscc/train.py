@@ -44,7 +44,9 @@ class TrainConfig:
     ``train_snr_db`` is one SNR in dB or a ``[lo, hi]`` range sampled uniformly per image.
     ``lr_schedule``: ``"none"``, ``"cosine"`` (to ``lr_min`` at the last epoch) or ``"step"``
     (x0.1 at 60% and 85% of the epochs). The loss is the model's ``loss(out, x)`` where it has one
-    (layered models: weighted prefix MSEs), else the MSE of ``x_hat``. ``train_layer``: layer-by-layer
+    (layered models: weighted prefix MSEs), else ``loss``: ``"mse"``, the MSE of ``x_hat``, or
+    ``"psnr"``, minus the mean per-image PSNR (``mean_i 10 log10 MSE_i``, the reported metric; over an
+    SNR range it keeps the large low-SNR errors from dominating the gradient). ``train_layer``: layer-by-layer
     training of layered models (the official DeepJSCC-f schedule): only that layer's modules train,
     on its prefix's loss, and validation reports that prefix. ``train_agent``: models with
     ``train_agent_step`` (``deepwive``): every other parameter is frozen and each step is one
@@ -57,6 +59,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     lr_min: float = 1e-5
+    loss: str = "mse"
     train_snr_db: float | list[float] = 10.0
     val_snr_db: float | None = None  # default: train SNR (mid-range for a range)
     val_draws: int = 1
@@ -72,6 +75,10 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if self.lr_schedule not in ("none", "cosine", "step"):
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose none, cosine or step")
+        if self.loss not in ("mse", "psnr"):
+            raise ValueError(f"unknown loss {self.loss!r}; choose mse or psnr")
+        if self.train_agent and self.loss != "mse":
+            raise ValueError("agent training maximises its reward; loss applies to the codec")
         snr = self.train_snr_db
         if isinstance(snr, (list, tuple)):
             if len(snr) != 2 or not all(math.isfinite(s) for s in snr) or snr[0] > snr[1]:
@@ -180,7 +187,7 @@ def train(
             p.requires_grad_(True)
     optimizer = torch.optim.Adam([p for p in system.parameters() if p.requires_grad], lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
-    loss_fn = getattr(model, "loss", None) or (lambda out, x: F.mse_loss(out["x_hat"], x))
+    loss_fn, loss_key = _loss_fn(model, cfg), _loss_key(cfg)
     train_info = {**cfg.extra, **{k: v for k, v in asdict(cfg).items() if k != "extra"}}
 
     start_epoch, history, best_psnr = 0, [], -math.inf
@@ -244,7 +251,7 @@ def train(
             val = val["per_prefix"][cfg.train_layer - 1]
         record = {
             "epoch": epoch + 1,
-            "train_reward_db" if cfg.train_agent else "train_mse": loss_sum.item() / n_steps,
+            loss_key: loss_sum.item() / n_steps * (-1 if loss_key == "train_psnr_db" else 1),
             "val_psnr": val["psnr"][0],
             "val_snr_db": cfg.val_snr_db,
             "lr": lr,
@@ -252,8 +259,8 @@ def train(
             "images_per_s": n_steps * cfg.batch_size * world / seconds,
         }
         history.append(record)
-        train_loss = (f"train reward {record['train_reward_db']:+.3f} dB" if cfg.train_agent
-                      else f"train mse {record['train_mse']:.5f}")
+        train_loss = {"train_reward_db": "train reward {:+.3f} dB", "train_psnr_db": "train PSNR {:.2f} dB",
+                      "train_mse": "train mse {:.5f}"}[loss_key].format(record[loss_key])
         print(
             f"epoch {epoch + 1}/{cfg.epochs}  {train_loss}  "
             f"val PSNR {record['val_psnr']:.2f} dB @ {cfg.val_snr_db:g} dB  lr {lr:.2e}  "
@@ -277,6 +284,22 @@ def train(
         if world > 1:
             dist.barrier()
     return history
+
+
+def _loss_fn(model, cfg: TrainConfig):
+    own = getattr(model, "loss", None)
+    if own is not None:
+        if cfg.loss != "mse":
+            raise ValueError(f"{model.registry_name} has its own loss; loss={cfg.loss!r} applies to models without one")
+        return own
+    if cfg.loss == "psnr":
+        return lambda out, x: 10 * torch.log10((out["x_hat"] - x).square().flatten(1).mean(1).clamp_min(1e-10)).mean()
+    return lambda out, x: F.mse_loss(out["x_hat"], x)
+
+
+def _loss_key(cfg: TrainConfig) -> str:
+    """The history's name for the epoch's mean training objective."""
+    return "train_reward_db" if cfg.train_agent else {"mse": "train_mse", "psnr": "train_psnr_db"}[cfg.loss]
 
 
 def _write_logs(out: Path, history: list[dict]) -> None:

@@ -148,11 +148,33 @@ def test_resume_with_other_model_config_is_error(sets, tmp_path):
 @pytest.mark.parametrize(
     "kw",
     [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"lr_schedule": "linear"}, {"train_snr_db": float("nan")},
-     {"train_snr_db": [10.0, 0.0]}, {"train_snr_db": [0.0, 5.0, 10.0]}],
+     {"train_snr_db": [10.0, 0.0]}, {"train_snr_db": [0.0, 5.0, 10.0]}, {"loss": "l1"},
+     {"loss": "psnr", "train_agent": True}],
 )
 def test_bad_train_config(kw):
     with pytest.raises(ValueError):
         _cfg(**kw)
+
+
+def test_psnr_loss_is_minus_mean_per_image_psnr_and_trains(sets, tmp_path):
+    x = torch.rand(3, 3, 8, 8)
+    x_hat = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    loss = jt._loss_fn(_system().model, _cfg(loss="psnr"))({"x_hat": x_hat}, x)
+    assert loss.item() == pytest.approx(-jscc.metrics.psnr(x_hat, x).mean().item(), abs=1e-4)
+    train_set, val_set = sets
+    history = train(_system(), train_set, val_set, _cfg(loss="psnr", epochs=3), tmp_path, progress=False)
+    # the log records the objective as a PSNR (dB), rising as the model learns
+    assert "train_mse" not in history[0]
+    assert history[-1]["train_psnr_db"] > history[0]["train_psnr_db"] > 0
+
+
+def test_psnr_loss_for_a_model_with_its_own_loss_is_error(sets, tmp_path):
+    class OwnLoss(DeepJSCC):
+        def loss(self, out, x):
+            return F.mse_loss(out["x_hat"], x)
+
+    with pytest.raises(ValueError, match="own loss"):
+        jt._loss_fn(OwnLoss(c=8), _cfg(loss="psnr"))
 
 
 def test_batch_larger_than_train_set_is_error(sets, tmp_path):
