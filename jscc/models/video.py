@@ -90,7 +90,7 @@ import torch.nn.functional as F
 from channels import power_normalize
 from jscc.metrics import check_images
 from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, STRIDES, ADJSCC, SNRAttention,
-                                  _check_size, _deconv, encoder_stack)
+                                  _check_size, _deconv, copy_stack, encoder_stack)
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
@@ -105,6 +105,9 @@ INTERP_ORDERS = ("keyframes", "hierarchical")
 TX_REFERENCES = ("decoded", "original")
 INTERP_INPUT_CHANNELS = 21  # frame, 2 warped refs, 2 residuals (3 each), 2 x (flow 2 + scale 1)
 INTERP_OUTPUT_CHANNELS = 12  # 2 x (flow 2 + scale 1), 3 mask logits, 3 residual-image channels
+#: Weight of the residual image in the soft mask of an interpolation codec started as the key-frame
+#: codec (:meth:`DeepWiVe.init_interp_as_intra`); each warped reference gets half the rest.
+INTRA_START_RESIDUAL_WEIGHT = 0.9
 
 
 # --------------------------------------------------------------------------- motion
@@ -821,10 +824,36 @@ class DeepWiVe(nn.Module):
             prev_rx, prev_tx = reference["x_hat"][:, -1], reference["tx"]
         return {key: sum(s[key] for s in stats) / len(stats) for key in ("loss", "reward")}
 
+    def init_interp_as_intra(self) -> None:
+        """Start the interpolation codec as the key-frame (image) codec, so that training starts from
+        intra coding instead of from scratch: the encoder and decoder stacks and SNR attention get
+        the key codec's weights (the encoder's 18 reference inputs zero-weighted, so its symbols are
+        the key encoder's), the decoder's residual-image channels are the key decoder's output, its
+        flow/scale outputs are zero (warps are the identity) and its mask logits are constant, giving
+        ``x̂ = w * intra + (1 - w)/2 * (r̂_a + r̂_b)`` with ``w =`` :data:`INTRA_START_RESIDUAL_WEIGHT`
+        (the references keep a gradient)."""
+        key = self.key_codec
+        if key.config.get("csi_side_input") or key.config.get("norm", "none") != "none":
+            raise ValueError(f"init_interp_as_intra needs the 2019 key codec, got {key.config}")
+        copy_stack(self.interp_encoder, key.encoder)
+        self.interp_encoder_attention.load_state_dict(key.encoder_attention.state_dict())
+        self.interp_decoder_attention.load_state_dict(key.decoder_attention.state_dict())
+        last = len(key.decoder) - 2  # the final (transposed conv, sigmoid) pair
+        self.interp_decoder[:last].load_state_dict(key.decoder[:last].state_dict())
+        w = INTRA_START_RESIDUAL_WEIGHT
+        with torch.no_grad():
+            conv, src = self.interp_decoder[last], key.decoder[last]
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, 9:12].copy_(src.weight)
+            conv.bias[9:12].copy_(src.bias)
+            conv.bias[8] = math.log(2 * w / (1 - w))  # softmax(0, 0, b) = ((1-w)/2, (1-w)/2, w)
+
     def warm_start(self, checkpoint: dict) -> None:
         """From a ``deepwive`` checkpoint that differs only in the allocation policies (``policy``,
         ``train_policy``: e.g. the agent stage from the trained codec), all weights; else the key-frame
-        codec from a ``deepjscc`` / ``adjscc`` checkpoint with the same ``c`` and ``hidden``."""
+        codec from a ``deepjscc`` / ``adjscc`` checkpoint with the same ``c`` and ``hidden``, and the
+        interpolation codec started as that image codec (:meth:`init_interp_as_intra`)."""
         if checkpoint["model"] == "deepwive":
             policies = ("policy", "train_policy")
             other = {k: v for k, v in checkpoint["config"].items() if k not in policies}
@@ -834,3 +863,4 @@ class DeepWiVe(nn.Module):
             self.load_state_dict(checkpoint["state_dict"], strict=True)
             return
         self.key_codec.warm_start(checkpoint)
+        self.init_interp_as_intra()

@@ -6,6 +6,10 @@
 # for 10 dB (the cliff).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# The LDPC BLER tables (hours of Monte-Carlo on one core) are committed as they are computed, so a run
+# can be finished over several sessions: tables whose key (block sizes, MCS, decoder, Sionna version,
+# budget) matches are loaded instead of simulated.
+export JSCC_CACHE_DIR="${JSCC_CACHE_DIR:-results/video-basketballpass/cache}"
 for link in capacity ldpc; do
   for codec in h264 h265; do
     if [ "$link" = capacity ]; then policy=match; extra=(--n-channel-draws 1)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from channels import AWGN, Rayleigh
-from jscc.models import DeepJSCC
-from jscc.models.video import (DeepWiVe, ScaleSpaceFlow, VideoLink, allocation_space, reinforce_step,
+from jscc.models import ADJSCC, DeepJSCC
+from jscc.models.video import (INTRA_START_RESIDUAL_WEIGHT, DeepWiVe, ScaleSpaceFlow, VideoLink, allocation_space, reinforce_step,
                                scale_space_volume, scale_space_warp, warp)
 from jscc.registry import build_model
 from jscc.system import JSCCSystem
@@ -201,6 +201,29 @@ def test_through_jscc_system_shapes_gradients_and_registry(smooth_images):
     image = DeepJSCC(c=8, hidden=(8, 8, 8, 8))  # warm start of the key-frame codec
     m.warm_start({"model": "deepjscc", "config": image.config, "state_dict": image.state_dict()})
     torch.testing.assert_close(m.key_codec.encode(x[:, 0], torch.tensor([3.0, 9.0])), image.encode(x[:, 0]))
+
+
+def test_warm_start_from_an_image_codec_starts_the_interpolation_codec_as_intra_coding(smooth_images):
+    """After a warm start from an image codec, an interpolated frame's symbols are exactly the image
+    encoder's and its reconstruction is w * intra + (1 - w)/2 * (r_a + r_b) (identity warps)."""
+    m = _tiny()
+    torch.manual_seed(3)
+    image = ADJSCC(c=8, hidden=(8, 8, 8, 8))
+    for module in (*image.encoder_attention, *image.decoder_attention):  # attention that is not the identity
+        torch.nn.init.normal_(module.context[-1].weight, std=0.5)
+    m.warm_start({"model": "adjscc", "config": image.config, "state_dict": image.state_dict()})
+    frames = _video(smooth_images, batch=2, frames=3)
+    target, ref_a, ref_b = frames.unbind(1)
+    snr = torch.tensor([2.0, 15.0])
+    symbols, _ = m._interp_encode(target, ref_a, ref_b, snr)
+    torch.testing.assert_close(symbols, image.encode(target, snr))
+    y = symbols + 0.1 * torch.randn_like(symbols)
+    w = INTRA_START_RESIDUAL_WEIGHT
+    expected = w * image.decode(y, (16, 16), snr) + (1 - w) / 2 * (ref_a + ref_b)
+    torch.testing.assert_close(m._interp_decode(y, ref_a, ref_b, snr, (16, 16)), expected)
+    m.key_codec.config = {**m.key_codec.config, "csi_side_input": True}
+    with pytest.raises(ValueError, match="2019 key codec"):
+        m.init_interp_as_intra()
 
 
 def test_rayleigh_slow_fading_holds_one_h_per_clip_and_hierarchical_order(smooth_images):
