@@ -37,6 +37,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--data-name", default="cifar10-test (JPEG copy)")
     p.add_argument("--snr", default="10", help="JSCC models: test SNRs (default: %(default)s)")
     p.add_argument("--n-channel-draws", type=int, default=10)
+    p.add_argument("--frames", type=int, default=None, help="video models: frames per clip of the sweep")
     p.add_argument("--n-images", type=int, default=256, help="priors: images projected (default: %(default)s)")
     p.add_argument("--skip", type=int, default=64, help="priors: first images left out (its validation set)")
     p.add_argument("--projection-steps", type=int, default=100)
@@ -54,7 +55,7 @@ def add_jscc_model(args) -> dict:
     snrs = parse_snr_list(args.snr)
     sweep_cli.main([str(path), "--data", args.data, "--data-name", args.data_name, "--snr", *map(str, snrs),
                     "--n-channel-draws", str(args.n_channel_draws), "--metrics", "psnr", "--name", args.name,
-                    "--quiet", "--out", str(out)])
+                    "--quiet", "--out", str(out), *(["--frames", str(args.frames)] if args.frames else [])])
     res = read_results(out)
     one = len(snrs) == 1
     return {

@@ -10,6 +10,7 @@ import experiments.zoo_add as zoo_add
 from jscc.checkpoint import read_checkpoint, save_model
 from jscc.models.deepjscc import DeepJSCC
 from jscc.models.stylegan2 import Discriminator, Generator
+from jscc.models.video import DeepWiVe
 from jscc.priors import prior_checkpoint
 from jscc.results import sha256_file
 
@@ -37,6 +38,18 @@ def test_adds_a_jscc_model_with_its_measured_psnr(zoo, write_pngs):
     assert entry["metrics"]["n_images"] == 3 and entry["metrics"]["n_channel_draws"] == 2
     assert set(read_checkpoint(zoo / "w" / entry["file"])) == {"format", "model", "config", "state_dict", "train",
                                                                 "metrics"}
+
+
+def test_adds_a_video_model_swept_over_clips_of_frames(zoo, write_pngs):
+    for clip in ("a", "b"):
+        write_pngs(zoo / "clips" / clip, [(16, 16)] * 5, seed=ord(clip))
+    torch.manual_seed(0)
+    save_model(DeepWiVe(c=8, chunks_per_frame=4, gop_chunks=8, hidden=(8, 8, 8, 8), flow_hidden=8), zoo / "v.pt")
+    assert zoo_add.main(["deepwive-tiny-1_24-awgn", str(zoo / "v.pt"), "--data", str(zoo / "clips"), "--frames", "5",
+                         "--snr", "10", "--n-channel-draws", "1", "--train-command", "jscc train ..."]) == 0
+    entry = json.loads((zoo / "w" / "zoo.json").read_text())["deepwive-tiny-1_24-awgn"]
+    assert entry["model"] == "deepwive" and entry["metrics"]["n_images"] == 2 and entry["bandwidth_ratio"] == "1/24"
+    assert entry["metrics"]["snr_db"] == 10.0 and entry["metrics"]["psnr"] > 0
 
 
 def test_adds_a_prior_with_its_projection_psnr_and_needs_its_discriminator(zoo, write_pngs):
