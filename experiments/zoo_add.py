@@ -60,7 +60,8 @@ def add_jscc_model(args) -> dict:
     one = len(snrs) == 1
     return {
         "model": ckpt["model"], "config": ckpt["config"], "file": path.name, "sha256": sha256_file(path),
-        "bandwidth_ratio": str(model.bandwidth_ratio(32, 32)),  # per GOP for video (the sweep's is per clip) "channel": res["channel"]["name"],
+        # the model's own ratio: per GOP for video (the sweep's is per clip, initial key frame included)
+        "bandwidth_ratio": str(model.bandwidth_ratio(32, 32)), "channel": res["channel"]["name"],
         "train_snr_db": ckpt.get("train", {}).get("train_snr_db"),
         "train_command": args.train_command, "train_notes": args.train_notes,
         "metrics": {"dataset": res["dataset"]["name"], "n_images": res["dataset"]["n_images"],

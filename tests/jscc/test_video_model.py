@@ -10,8 +10,8 @@ import torch
 
 from channels import AWGN, Rayleigh
 from jscc.models import ADJSCC, DeepJSCC
-from jscc.models.video import (INTRA_START_RESIDUAL_WEIGHT, DeepWiVe, ScaleSpaceFlow, VideoLink, allocation_space, reinforce_step,
-                               scale_space_volume, scale_space_warp, warp)
+from jscc.models.video import (INTRA_START_RESIDUAL_WEIGHT, DeepWiVe, ScaleSpaceFlow, VideoLink, allocation_space,
+                               reinforce_step, scale_space_volume, scale_space_warp, warp)
 from jscc.registry import build_model
 from jscc.system import JSCCSystem
 from jscc.video import affine_motion, render_motion
