@@ -21,9 +21,10 @@ Operating points and budgets (CONVENTIONS.md, "Separate source-channel coding ba
   fading with one ``h`` per clip all GOPs share one fate, so splitting the codeword per GOP
   would only lose that freedom.
 - **LDPC link**: one transport block per GOP. GOP ``g`` of ``T_g`` frames gets
-  ``k_g = floor(k F_g / T) - floor(k F_{g-1} / T)`` channel uses (``F_g``: frames up to the end
-  of GOP g; the ``k_g`` sum to ``k`` and are ``(k/n) 3 H W T_g`` whenever that is an integer)
-  and carries the ``tb_size`` information bits of one TB of ``k_g log2(M)`` coded bits; each
+  ``k_g = floor(k T_g / T)`` channel uses, the last GOP the rest (:func:`gop_channel_uses`: the
+  ``k_g`` sum to ``k``, are ``(k/n) 3 H W T_g`` whenever that is an integer, and are equal for
+  GOPs of equal length; the DeepWiVe clip, 17 frames at k/n = 2/51, k = 199,680: four GOPs of
+  46,983 and a one-frame GOP of 11,748) and carries the ``tb_size`` information bits of one TB of ``k_g log2(M)`` coded bits; each
   GOP is rate-controlled to its own TB. Why per GOP: a closed GOP is exactly the unit the
   receiver can decode on its own, so a TB CRC failure maps one to one onto
   ``reconstruct(gop_ok=...)`` (a lost GOP freezes the last decoded frame, later GOPs still
@@ -47,7 +48,11 @@ correctly decoded frame, or is the mean frame (``clip_mean``: the clip's per-cha
 Policies (``design``) as for images: a design SNR in dB (capacity: ``C(design)``; LDPC: the MCS
 with the most payload whose every TB has BLER <= 1e-2 there), an MCS name (LDPC), ``"oracle"``
 (per test SNR the candidate point of highest expected PSNR over the losses: the envelope, the
-rate chosen over the outage under fading) or ``"match"`` (design SNR = test SNR).
+rate chosen over the outage under fading; on AWGN LDPC the search runs from the most payload down
+and stops below the first MCS that delivers every GOP, :meth:`VideoSeparateBaseline.ldpc_oracle_candidates`)
+or ``"match"`` (design SNR = test SNR). On AWGN a TB above its Shannon limit has BLER 1 without
+a table (:meth:`VideoSeparateBaseline.gop_bler`), so only the tables of MCSs that can succeed
+are simulated.
 
 Metrics (as DeepWiVe sweeps, :mod:`jscc.evaluate`): PSNR per (clip, frame, draw) with peak 1
 on ``[0, 1]`` frames, averaged over all three; ``metrics_per_frame`` per frame index. Frame
@@ -89,9 +94,12 @@ def gop_layout(frames: int, gop: int | None) -> list[tuple[int, int]]:
 
 
 def gop_channel_uses(k: int, layout: Sequence[tuple[int, int]]) -> list[int]:
-    """Channel uses of each GOP's TB: ``k_g = floor(k F_g / T) - floor(k F_{g-1} / T)`` (they sum to ``k``)."""
+    """Channel uses of each GOP's TB: ``k_g = floor(k T_g / T)`` for every GOP but the last, which
+    gets the rest (they sum to ``k``). GOPs of equal length get equal ``k_g``, so one BLER table
+    serves them all."""
     t = layout[-1][1]
-    return [k * stop // t - k * first // t for first, stop in layout]
+    head = [k * (stop - first) // t for first, stop in layout[:-1]]
+    return head + [k - sum(head)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,17 +264,58 @@ class VideoSeparateBaseline:
             return [self.capacity_point(s) for s in CAPACITY_DESIGN_GRID]
         return [self.ldpc_point(m) for m in self.feasible_mcs()]
 
+    def shannon_limit_db(self, k_g: int, mcs: L.MCS) -> float:
+        """The SNR (dB) at which a TB of ``k_g`` channel uses at ``mcs`` meets capacity, ``10 log10(2^(tb/k_g) - 1)``."""
+        return 10 * math.log10(2 ** (L.transport_block_info_bits(k_g, mcs) / k_g) - 1)
+
+    def gop_bler(self, mcs: L.MCS, snr_db: float) -> np.ndarray:
+        """float64 ``(G,)``: AWGN BLER of each GOP's TB at ``snr_db``. Below a TB's Shannon limit it is 1
+        without a table (every table's grid starts there, at BLER ~1: a rate above capacity cannot be
+        decoded), so tables are only built for TBs that can succeed."""
+        snr_lin = 10 ** (float(snr_db) / 10)
+        return np.array([1.0 if snr_db < self.shannon_limit_db(k_g, mcs) else
+                         float(L.bler_lookup(self.table(k_g, mcs), snr_lin)) for k_g in self.gop_k])
+
+    def _by_payload(self) -> list[OperatingPoint]:
+        """The LDPC points of :meth:`feasible_mcs`, most payload first (ties: grid order)."""
+        return sorted((self.ldpc_point(m) for m in self.feasible_mcs()), key=lambda p: -p.bits)
+
     def design_mcs(self, design_snr_db: float) -> L.MCS | None:
-        """The MCS with the most payload whose every GOP TB has BLER <= :data:`DESIGN_BLER` at the design SNR."""
-        snr_lin = 10 ** (float(design_snr_db) / 10)
+        """The MCS with the most payload whose every GOP TB has BLER <= :data:`DESIGN_BLER` at the design
+        SNR (ties in payload: the lowest BLER). Searched from the most payload down, so only the tables
+        of MCSs at and above the answer within capacity are built."""
         best = None
-        for mcs in self.feasible_mcs():
-            bler = max(float(L.bler_lookup(self.table(k_g, mcs), snr_lin)) for k_g in sorted(set(self.gop_k)))
-            if bler <= DESIGN_BLER:
-                rank = (sum(self._tb_sizes(mcs)), -bler)
-                if best is None or rank > best[0]:
-                    best = (rank, mcs)
+        for point in self._by_payload():
+            if best is not None and point.bits < best[0][0]:
+                break
+            if any(design_snr_db < self.shannon_limit_db(k_g, point.mcs) for k_g in self.gop_k):
+                continue  # BLER 1 > DESIGN_BLER
+            bler = float(self.gop_bler(point.mcs, design_snr_db).max())
+            if bler <= DESIGN_BLER and (best is None or (point.bits, -bler) > best[0]):
+                best = ((point.bits, -bler), point.mcs)
         return None if best is None else best[1]
+
+    def ldpc_oracle_candidates(self, snr_db: float) -> list[OperatingPoint]:
+        """The LDPC oracle's candidates at test SNR ``snr_db``. Under slow fading every feasible MCS. On
+        AWGN, most payload first: MCSs whose every TB is above capacity (BLER 1: only the fallback) are
+        left out, and so is every MCS after the first one that delivers every GOP (BLER 0) whose TBs are
+        all no larger than that one's: same or worse delivery of smaller budgets (this assumes the
+        codec's quality does not drop with a larger budget, which the rate control's search over
+        quantisers makes hold up to its step). Only the candidates' tables are built."""
+        points = self._by_payload()
+        if self.channel != "awgn":
+            return points
+        kept, sure = [], None
+        for point in points:
+            sizes = self._tb_sizes(point.mcs)
+            if sure is not None and all(a <= b for a, b in zip(sizes, sure)):
+                continue
+            if all(snr_db < self.shannon_limit_db(k_g, point.mcs) for k_g in self.gop_k):
+                continue
+            kept.append(point)
+            if sure is None and not self.gop_bler(point.mcs, snr_db).any():
+                sure = sizes
+        return kept
 
     def choose(self, design, snr_db: float) -> OperatingPoint | None:
         """The operating point used at test SNR ``snr_db`` under policy ``design`` (None: always fallback)."""
@@ -283,7 +332,8 @@ class VideoSeparateBaseline:
             raise ValueError(f"design must be a design SNR in dB, 'oracle', 'match' or (LDPC) an MCS name, "
                              f"got {design!r}")
         deterministic = self.link == "capacity" and self.channel == "awgn"
-        points = oracle_candidates(self.candidates(), snr_db, deterministic)
+        points = (oracle_candidates(self.candidates(), snr_db, deterministic) if self.link == "capacity"
+                  else self.ldpc_oracle_candidates(snr_db))
         if not points:
             return None
         self.code(points)
@@ -371,6 +421,9 @@ class VideoSeparateBaseline:
                 ok, _ = L.capacity_rayleigh_success(point.bits, self.k, float(snr_db), batch_size=n,
                                                     generator=generator)
             return np.repeat(ok.numpy()[:, None], g_count, axis=1)
+        if self.channel == "awgn":
+            bler = self.gop_bler(point.mcs, snr_db)  # (G,)
+            return torch.rand((n, g_count), generator=generator, dtype=torch.float64).numpy() >= bler
         oks, h = [], None
         for k_g in self.gop_k:  # one h per clip, shared by the clip's TBs
             ok, h = L.simulate_success(k_g, point.mcs, float(snr_db), channel=self.channel, h=h,
@@ -423,10 +476,12 @@ class VideoSeparateBaseline:
             own = psnr[:, np.arange(self.t), self.gop_of_frame + 1]  # (N, T): every GOP delivered
             p_clip = p * fits[:, :1]  # (N, 1)
             return float(np.mean(p_clip * own + (1 - p_clip) * psnr[:, :, 0]))
-        snr_lin = 10 ** (snr_db / 10)
-        gains = np.ones(1) if self.channel == "awgn" else \
-            -np.log1p(-(np.arange(RAYLEIGH_POINTS) + 0.5) / RAYLEIGH_POINTS)  # |h|^2 quantiles
-        p = np.stack([1 - L.bler_lookup(self.table(k_g, point.mcs), gains * snr_lin) for k_g in self.gop_k], axis=1)
+        if self.channel == "awgn":
+            p = 1 - self.gop_bler(point.mcs, snr_db)[None]  # (1, G)
+        else:
+            gains = -np.log1p(-(np.arange(RAYLEIGH_POINTS) + 0.5) / RAYLEIGH_POINTS)  # |h|^2 quantiles
+            p = np.stack([1 - L.bler_lookup(self.table(k_g, point.mcs), gains * 10 ** (snr_db / 10))
+                          for k_g in self.gop_k], axis=1)
         q = p[:, None, :] * fits[None]  # (S, N, G): GOPs independent given h
         prob = np.zeros((*q.shape[:2], g_count, g_count + 1))  # [s, n, g, j + 1]: last delivered GOP <= g is j
         for g in range(g_count):

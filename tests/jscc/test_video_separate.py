@@ -64,7 +64,11 @@ def test_budget_arithmetic_is_exact():
     assert gop_layout(5, None) == [(0, 5)]
     assert gop_channel_uses(1280, gop_layout(5, 4)) == [1024, 256]  # k/n 3HW T_g per GOP
     assert gop_channel_uses(224_640, gop_layout(9, 4)) == [99_840, 99_840, 24_960]  # 416x240x9 at 1/12
-    assert gop_channel_uses(10, [(0, 1), (1, 3)]) == [3, 7]  # floors of the cumulative share, sum = k
+    assert gop_channel_uses(10, [(0, 1), (1, 3)]) == [3, 7]  # floor of the share, the last GOP the rest
+    # DeepWiVe's clip: 17 frames of 416x240 at k/n = 2/51 -> k = 199,680 (46,983.5 per 4 frames):
+    # equal GOPs get equal k_g (one BLER table), the extra key frame the rest
+    k = video_channel_uses(17, 240, 416, Fraction(2, 51))
+    assert k == 199_680 and gop_channel_uses(k, gop_layout(17, 4)) == [46_983] * 4 + [11_748]
     with pytest.raises(ValueError, match="not a positive integer"):
         video_channel_uses(T, SIZE, SIZE, Fraction(1, 7))
 
@@ -249,3 +253,56 @@ def test_awgn_capacity_oracle_codes_only_feasible_designs_and_equals_the_full_se
     for snr, psnr in zip(snrs, oracle["metrics"]["psnr"]):
         full = [b.expected_psnr(b.capacity_point(d), snr) if d <= snr else fallback for d in CAPACITY_DESIGN_GRID]
         assert psnr == pytest.approx(max(full), abs=1e-9)
+
+
+def _recording_step_tables(b: VideoSeparateBaseline, gap_db: float = 1.0) -> list:
+    """Make ``b.table`` return step tables ``gap_db`` above each TB's Shannon limit; returns the built (k, MCS)."""
+    built = []
+
+    def table(k_g, mcs):
+        built.append((k_g, mcs.name))
+        return _step_table(k_g, mcs.name, b.shannon_limit_db(k_g, mcs) + gap_db)
+
+    b.table = table
+    return built
+
+
+@needs_h264
+def test_ldpc_awgn_bler_is_one_above_capacity_without_a_table(clips):
+    b = VideoSeparateBaseline(clips, codec="h264", link="ldpc", bandwidth_ratio="1/12")
+    built = _recording_step_tables(b)
+    mcs = b.ldpc_point("16QAM-r1/2").mcs
+    limits = [b.shannon_limit_db(k_g, mcs) for k_g in b.gop_k]
+    assert all(4.0 < lim < 5.5 for lim in limits)  # log2(1 + snr) = tb / k_g ~ 2 bits per channel use
+    assert b.gop_bler(mcs, 4.0).tolist() == [1.0, 1.0] and built == []
+    assert b.gop_bler(mcs, max(limits) + 2.0).tolist() == [0.0, 0.0] and len(built) == 2
+    assert not b.delivered(b.ldpc_point(mcs), 4.0, torch.Generator()).any() and len(built) == 2
+
+
+@needs_h264
+def test_ldpc_design_search_builds_only_the_tables_it_needs(clips):
+    b = VideoSeparateBaseline(clips, codec="h264", link="ldpc", bandwidth_ratio="1/12")
+    built = _recording_step_tables(b, gap_db=1.0)
+    points = b._by_payload()
+    assert [p.bits for p in points] == sorted((p.bits for p in points), reverse=True)
+    for design in (-3.0, 3.0, 10.0):
+        built.clear()
+        best = b.design_mcs(design)
+        # brute force: the most payload among the MCSs whose every TB is 1 dB above its limit by `design`
+        ok = [p for p in points if all(b.shannon_limit_db(k_g, p.mcs) + 1.0 < design for k_g in b.gop_k)]
+        assert best is not None and b.ldpc_point(best).bits == max(p.bits for p in ok)
+        assert {name for _, name in built} <= {p.mcs.name for p in points if p.bits >= b.ldpc_point(best).bits}
+    assert b.design_mcs(-20.0) is None
+
+
+@needs_h264
+def test_ldpc_awgn_oracle_stops_at_the_first_sure_mcs_and_equals_the_full_search(clips):
+    b = VideoSeparateBaseline(clips, codec="h264", link="ldpc", bandwidth_ratio="1/12")
+    _recording_step_tables(b, gap_db=1.0)
+    for snr in (2.0, 9.0):
+        cands = b.ldpc_oracle_candidates(snr)
+        bler = [b.gop_bler(p.mcs, snr) for p in cands]
+        assert not bler[-1].any() and all(x.any() for x in bler[:-1])  # stops at the first sure MCS
+        assert all(any(snr >= b.shannon_limit_db(k_g, p.mcs) for k_g in b.gop_k) for p in cands)
+        full = [b.expected_psnr(p, snr) for p in b._by_payload()]
+        assert b.expected_psnr(b.choose("oracle", snr), snr) == pytest.approx(max(full), abs=1e-9)
