@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 # The LDPC BLER tables (hours of Monte-Carlo on one core) are committed as they are computed, so a run
 # can be finished over several sessions: tables whose key (block sizes, MCS, decoder, Sionna version,
 # budget) matches are loaded instead of simulated. To fill the cache on a second core while this works
-# upwards from 0 dB: `JSCC_CACHE_DIR=results/video-basketballpass/cache python warm_bler_tables.py` (20 dB down).
+# upwards from 0 dB: `.venv/bin/python results/video-basketballpass/warm_bler_tables.py` (20 dB down;
+# same cache).
 export JSCC_CACHE_DIR="${JSCC_CACHE_DIR:-results/video-basketballpass/cache}"
 for link in capacity ldpc; do
   for codec in h264 h265; do
