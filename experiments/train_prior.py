@@ -61,6 +61,9 @@ def setup_args() -> argparse.ArgumentParser:
     t.add_argument("--mirror", action="store_true", help="random horizontal flips of the training images")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-from", default=None, metavar="PRIOR",
+                   help="start from a trained prior (prior.pt / best.pt or a zoo prior name, same model size): "
+                        "its G_ema and D weights, fresh optimizers, kimg continued")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_args(p)
     return p
@@ -113,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stylegan2 prior {cfg.resolution}x{cfg.resolution}  G {cfg.generator_config()}  "
           f"train {len(train_set)} / val {0 if val_set is None else len(val_set)} images  "
           f"{per_epoch} images/epoch x {cfg.epochs} epochs = {per_epoch * cfg.epochs / 1000:g} kimg  out {args.out}")
-    train_prior(train_set, cfg, args.out, resume=args.resume, progress=not args.quiet, val_set=val_set)
+    try:
+        train_prior(train_set, cfg, args.out, resume=args.resume, progress=not args.quiet, val_set=val_set,
+                    init_from=args.init_from)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"prior: {args.out}/prior.pt  training state: {args.out}/last.pt")
     return 0
 

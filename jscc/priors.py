@@ -59,6 +59,7 @@ from jscc.checkpoint import FORMAT, atomic_torch_save, read_checkpoint
 from jscc.data import ImageSet, iterate_batches
 from jscc.metrics import check_images, psnr
 from jscc.models.stylegan2 import Discriminator, Generator, from_unit_range
+from jscc.results import sha256_file
 from jscc.train import _epoch_seed, _write_logs
 
 __all__ = [
@@ -359,6 +360,32 @@ class PriorTrainer:
         self.pl_mean = state["pl_mean"].to(self.device)
 
 
+def _init_from_prior(trainer: PriorTrainer, path_or_zoo_name: str | os.PathLike) -> dict:
+    """Load a prior checkpoint's generator into ``trainer.G`` / ``G_ema`` and its discriminator into
+    ``trainer.D``, set the image counter to its ``kimg``; returns what to record (path, kimg, sha256)."""
+    path = resolve_prior(path_or_zoo_name)
+    ckpt = read_checkpoint(path, map_location="cpu")
+    if ckpt.get("model") != PRIOR_MODEL:
+        raise ValueError(f"{path} holds model {ckpt.get('model')!r}, not a {PRIOR_MODEL} prior")
+    if "discriminator" not in ckpt:
+        raise ValueError(f"{path} has no discriminator (a train-prior prior.pt / best.pt has one); cannot continue training")
+    g_cfg = {k: ckpt["config"].get(k) for k in trainer.cfg.generator_config()}
+    d_cfg = {k: ckpt["discriminator"]["config"].get(k) for k in trainer.cfg.discriminator_config()}
+    for what, saved, wanted in (("generator", g_cfg, trainer.cfg.generator_config()),
+                                ("discriminator", d_cfg, trainer.cfg.discriminator_config())):
+        diff = sorted(k for k in wanted if saved[k] != wanted[k])
+        if diff:
+            raise ValueError(f"cannot start from {path}: its {what} has "
+                             f"{', '.join(f'{k}={saved[k]!r}' for k in diff)}, this run "
+                             f"{', '.join(f'{k}={wanted[k]!r}' for k in diff)}")
+    trainer.G.load_state_dict(ckpt["state_dict"], strict=True)
+    trainer.G_ema.load_state_dict(ckpt["state_dict"], strict=True)
+    trainer.D.load_state_dict(ckpt["discriminator"]["state_dict"], strict=True)
+    kimg = float(ckpt.get("metrics", {}).get("kimg", ckpt.get("train", {}).get("kimg", 0.0)))
+    trainer.nimg = round(kimg * 1000)
+    return {"path": str(path_or_zoo_name), "kimg": kimg, "sha256": sha256_file(path)}
+
+
 def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
@@ -418,6 +445,7 @@ def train_prior(
     progress: bool = True,
     *,
     val_set: ImageSet | None = None,
+    init_from: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Train a StyleGAN2 prior; write ``last.pt``, ``prior.pt``, ``best.pt`` (with ``val_set``),
     ``samples/epoch_NNNN.png``, ``log.csv`` and ``history.json`` into ``out_dir``.
@@ -429,6 +457,10 @@ def train_prior(
             apart from ``epochs``, ``device``, ``extra`` and the sample / validation options).
         progress: tqdm bars.
         val_set: held-out images for the per-epoch projection PSNR (``cfg.val_steps`` Adam steps).
+        init_from: start a new run from a trained prior (a ``prior.pt`` / ``best.pt`` or a zoo prior
+            name) of the same generator and discriminator config: G and G_ema from its generator, D
+            from its discriminator, fresh Adam states, the image counter (kimg, EMA ramp-up) continued
+            from its ``kimg``. Ignored when ``resume`` finds ``last.pt``.
 
     Returns:
         The history: one dict per epoch (``kimg``, mean losses, last R1 / path-length penalties,
@@ -464,6 +496,9 @@ def train_prior(
         _set_rng_state(state["rng"], gens)
         start_epoch, history = int(state["epoch"]), list(state["history"])
         print(f"resuming {out} after epoch {start_epoch} ({trainer.nimg / 1000:.1f} kimg)")
+    elif init_from is not None:
+        train_info["init_from"] = _init_from_prior(trainer, init_from)
+        print(f"starting from prior {init_from} ({trainer.nimg / 1000:.1f} kimg)")
 
     n_images = cfg.images_per_epoch or len(train_set)
     n_steps = n_images // cfg.batch_size

@@ -42,8 +42,11 @@ def test_train_prior_cli_options_and_errors(tmp_path, write_pngs):
     last = read_checkpoint(out / "last.pt")
     assert last["nimg"] == 8 and last["history"][0]["val_psnr"] is None and last["history"][0]["pl"] > 0
     assert not (out / "best.pt").exists()
-    with pytest.raises(ValueError, match="crop"):
+    with pytest.raises(SystemExit, match="crop"):
         train_prior_cli.main(_argv(tmp_path / "big", tmp_path / "r2", "--epochs", "1"))
+    with pytest.raises(SystemExit, match="its generator has channel_max=16"):  # --init-from another model size
+        train_prior_cli.main(_argv(tmp_path / "big", tmp_path / "r6", "--crop", "8", "--channel-max", "8",
+                                   "--init-from", str(out / "prior.pt")))
     with pytest.raises(SystemExit, match="--crop 16 must equal --resolution 8"):
         train_prior_cli.main(_argv(tmp_path / "big", tmp_path / "r3", "--crop", "16"))
     with pytest.raises(SystemExit, match="--data"):

@@ -128,6 +128,41 @@ def test_interrupted_and_resumed_equals_uninterrupted(sets, tmp_path, monkeypatc
         train_prior(train_set, _cfg(**{**cfg, "r1_gamma": 1.0}), tmp_path / "b", resume=True, progress=False)
 
 
+def test_init_from_a_trained_prior_continues_its_weights_and_kimg(sets, tmp_path, monkeypatch):
+    train_set, _ = sets
+    train_prior(train_set, _cfg(epochs=1), tmp_path / "a", progress=False)
+    first = read_checkpoint(tmp_path / "a" / "prior.pt")
+    seen = {}
+    original = PriorTrainer.step
+
+    def spy(self, reals, generator):  # the weights the first step of the new run starts from
+        if not seen:
+            seen.update(G=jp._cpu(self.G.state_dict()), G_ema=jp._cpu(self.G_ema.state_dict()),
+                        D=jp._cpu(self.D.state_dict()), nimg=self.nimg)
+        return original(self, reals, generator)
+
+    monkeypatch.setattr(PriorTrainer, "step", spy)
+    (rec,) = train_prior(train_set, _cfg(epochs=1, seed=1), tmp_path / "b", progress=False,
+                         init_from=tmp_path / "a" / "prior.pt")
+    _same_state(seen["G"], first["state_dict"])
+    _same_state(seen["G_ema"], first["state_dict"])
+    _same_state(seen["D"], first["discriminator"]["state_dict"])
+    assert seen["nimg"] == 16 and rec["kimg"] == 32 / 1000  # the image counter goes on
+    info = read_checkpoint(tmp_path / "b" / "prior.pt")["train"]["init_from"]
+    assert info == {"path": str(tmp_path / "a" / "prior.pt"), "kimg": 16 / 1000,
+                    "sha256": sha256_file(tmp_path / "a" / "prior.pt")}
+    monkeypatch.setattr(PriorTrainer, "step", original)
+    with pytest.raises(ValueError, match="its generator has channel_max=16, this run channel_max=8"):
+        train_prior(train_set, _cfg(epochs=1, channel_max=8), tmp_path / "c", progress=False,
+                    init_from=tmp_path / "a" / "prior.pt")
+    no_disc = {k: v for k, v in first.items() if k != "discriminator"}
+    atomic_torch_save(no_disc, tmp_path / "g_only.pt")
+    with pytest.raises(ValueError, match="no discriminator"):
+        train_prior(train_set, _cfg(epochs=1), tmp_path / "d", progress=False, init_from=tmp_path / "g_only.pt")
+    with pytest.raises(ValueError, match="neither a checkpoint file nor a zoo prior"):
+        train_prior(train_set, _cfg(epochs=1), tmp_path / "e", progress=False, init_from="no-such-prior")
+
+
 def test_r1_penalty_arithmetic_and_gradient_reaches_d():
     class Linear(nn.Module):  # D(x) = <w, x>: grad_x = w, R1 = |w|^2 for every example
         def __init__(self):
