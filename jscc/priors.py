@@ -363,10 +363,10 @@ class PriorTrainer:
 def _init_from_prior(trainer: PriorTrainer, path_or_zoo_name: str | os.PathLike) -> dict:
     """Load a prior checkpoint's generator into ``trainer.G`` / ``G_ema`` and its discriminator into
     ``trainer.D``, set the image counter to its ``kimg``; returns what to record (path, kimg, sha256)."""
+    from jscc.models.generative import read_prior_checkpoint
+
     path = resolve_prior(path_or_zoo_name)
-    ckpt = read_checkpoint(path, map_location="cpu")
-    if ckpt.get("model") != PRIOR_MODEL:
-        raise ValueError(f"{path} holds model {ckpt.get('model')!r}, not a {PRIOR_MODEL} prior")
+    ckpt = read_prior_checkpoint(path)
     if "discriminator" not in ckpt:
         raise ValueError(f"{path} has no discriminator (a train-prior prior.pt / best.pt has one); cannot continue training")
     g_cfg = {k: ckpt["config"].get(k) for k in trainer.cfg.generator_config()}
@@ -381,7 +381,7 @@ def _init_from_prior(trainer: PriorTrainer, path_or_zoo_name: str | os.PathLike)
     trainer.G.load_state_dict(ckpt["state_dict"], strict=True)
     trainer.G_ema.load_state_dict(ckpt["state_dict"], strict=True)
     trainer.D.load_state_dict(ckpt["discriminator"]["state_dict"], strict=True)
-    kimg = float(ckpt.get("metrics", {}).get("kimg", ckpt.get("train", {}).get("kimg", 0.0)))
+    kimg = float(ckpt.get("metrics", {}).get("kimg", 0.0))
     trainer.nimg = round(kimg * 1000)
     return {"path": str(path_or_zoo_name), "kimg": kimg, "sha256": sha256_file(path)}
 
@@ -495,6 +495,8 @@ def train_prior(
         trainer.load_state_dict(state)
         _set_rng_state(state["rng"], gens)
         start_epoch, history = int(state["epoch"]), list(state["history"])
+        if "init_from" in state.get("train", {}):  # the run's starting prior stays recorded
+            train_info["init_from"] = state["train"]["init_from"]
         print(f"resuming {out} after epoch {start_epoch} ({trainer.nimg / 1000:.1f} kimg)")
     elif init_from is not None:
         train_info["init_from"] = _init_from_prior(trainer, init_from)

@@ -152,6 +152,8 @@ def test_init_from_a_trained_prior_continues_its_weights_and_kimg(sets, tmp_path
     assert info == {"path": str(tmp_path / "a" / "prior.pt"), "kimg": 16 / 1000,
                     "sha256": sha256_file(tmp_path / "a" / "prior.pt")}
     monkeypatch.setattr(PriorTrainer, "step", original)
+    train_prior(train_set, _cfg(epochs=2, seed=1), tmp_path / "b", resume=True, progress=False)
+    assert read_checkpoint(tmp_path / "b" / "prior.pt")["train"]["init_from"] == info  # kept on resume
     with pytest.raises(ValueError, match="its generator has channel_max=16, this run channel_max=8"):
         train_prior(train_set, _cfg(epochs=1, channel_max=8), tmp_path / "c", progress=False,
                     init_from=tmp_path / "a" / "prior.pt")
