@@ -21,11 +21,13 @@ import sys
 from pathlib import Path
 
 from channels.links import BLER_BUDGETS
-from experiments.args import add_data_args, add_snr_args, parse_key_values, parse_snr_list, summary_line
+from experiments.args import (add_data_args, add_device_args, add_snr_args, apply_device_args, parse_key_values,
+                              parse_snr_list, summary_line)
 from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
-from jscc.baselines.separate import LINKS, SeparateBaseline, baseline_results
+from jscc.baselines.separate import BASELINE_METRICS, LINKS, SeparateBaseline, baseline_results
 from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
 from jscc.data import load_dataset
+from jscc.metrics import DEFAULT_METRICS
 from jscc.results import parse_ratio, write_results
 
 
@@ -65,7 +67,11 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="processes for source coding")
     add_data_args(p, default="sample", help_suffix="; test images (one pixel count)")
     p.add_argument("--crop", type=int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=BASELINE_METRICS,
+                   help="images: metrics of the reconstructions (default: %(default)s; same size rules as jscc sweep: "
+                        "ms_ssim >= 161 px else SSIM, lpips >= 31 px else dropped); video clips report PSNR and "
+                        "MS-SSIM (SSIM below 161 px)")
+    add_device_args(p)
     p.add_argument("--name", default=None, help="result name (one policy only; default from codec, link, channel, policy)")
     p.add_argument("--out", required=True, help="results JSON file, or a folder when several policies are given")
     p.add_argument("--quiet", action="store_true")
@@ -74,6 +80,7 @@ def setup_args() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
+    apply_device_args(args)
     try:
         snrs = parse_snr_list(args.snr)
         ratio = parse_ratio(args.bandwidth_ratio)
@@ -97,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     baseline = SeparateBaseline(dataset, codec=codec, link=args.link, channel=args.channel, bandwidth_ratio=ratio,
                                 accounting=args.byte_accounting, fallback=args.fallback, workers=args.workers,
                                 ldpc_mode=args.ldpc_mode, table_kwargs=bler_table_kwargs(args),
-                                progress=not args.quiet)
+                                progress=not args.quiet, metrics=args.metrics, device=args.device)
+    for note in baseline.metric_notes:
+        print(f"note: {note}", file=sys.stderr)
     out = Path(args.out)
     for policy in policies:
         results = baseline_results(baseline, snrs, policy, n_channel_draws=args.n_channel_draws, seed=args.seed,

@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "demo": "experiments.demo",
     "zoo": "experiments.zoo",
     "baseline": "experiments.baseline",
+    "score": "experiments.score",
     "reproduce": "experiments.reproduce",
 }
 

@@ -2,7 +2,7 @@
 
 Takes the shipped CIFAR-10 DeepJSCC (or, with ``--train`` or when the zoo is empty, trains a small
 one briefly on random crops of scikit-image's sample photos), sweeps it over 0-20 dB AWGN on
-photos it never saw, and writes a PSNR-vs-SNR plot, an image grid and the results JSON.
+photos it never saw, and writes a PSNR- and LPIPS-vs-SNR plot, an image grid and the results JSON.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from jscc import zoo
 from jscc.checkpoint import load
 from jscc.data import SAMPLE_PHOTOS, load_sample_photos
 from jscc.evaluate import sweep_results
-from jscc.metrics import psnr
+from jscc.metrics import load_lpips, lpips_distance, psnr
 from jscc.models import DeepJSCC
 from jscc.results import write_results
 from jscc.system import JSCCSystem
@@ -42,6 +42,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--n-channel-draws", type=int, default=5)
     p.add_argument("--crop", type=int, default=256, help="test photos are centre-cropped to CROPxCROP")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     return p
 
 
@@ -60,7 +61,7 @@ def _train_small(out: Path, args) -> tuple[torch.nn.Module, Path]:
 
 
 def save_grid(system: JSCCSystem, images: torch.Tensor, snrs, path: Path, seed: int) -> Path:
-    """Originals (first column) and reconstructions at each SNR, titled with their PSNR."""
+    """Originals (first column) and reconstructions at each SNR, titled with their PSNR and LPIPS."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,15 +70,17 @@ def save_grid(system: JSCCSystem, images: torch.Tensor, snrs, path: Path, seed: 
     gen = torch.Generator().manual_seed(seed)
     rows, cols = images.shape[0], len(snrs) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    lpips = load_lpips()
     with torch.no_grad():
         recs = [system(images, snr, generator=gen)["x_hat"] for snr in snrs]
+        perceptual = [lpips_distance(lpips, rec, images) for rec in recs]
     for r in range(rows):
         axes[r][0].imshow(images[r].permute(1, 2, 0).numpy())
         axes[r][0].set_title("original", fontsize=9)
-        for c, (snr, rec) in enumerate(zip(snrs, recs), start=1):
+        for c, (snr, rec, lp) in enumerate(zip(snrs, recs, perceptual), start=1):
             value = psnr(rec[r : r + 1], images[r : r + 1]).item()
             axes[r][c].imshow(rec[r].permute(1, 2, 0).clamp(0, 1).numpy())
-            axes[r][c].set_title(f"{snr:g} dB SNR: {value:.1f} dB", fontsize=9)
+            axes[r][c].set_title(f"{snr:g} dB SNR: {value:.1f} dB\nLPIPS {lp[r].item():.3f}", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -89,6 +92,8 @@ def save_grid(system: JSCCSystem, images: torch.Tensor, snrs, path: Path, seed: 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     t0 = time.perf_counter()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)
@@ -106,16 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     test_set = load_sample_photos(crop=args.crop, random_crop=False, names=test_names)
     command = "jscc demo " + shlex.join(sys.argv[2:] if argv is None else argv)
     results = sweep_results(system, test_set, snrs, name=label, n_channel_draws=args.n_channel_draws,
-                            metrics=("psnr", "ssim"), batch_size=8, seed=args.seed, train_snr_db=train_snr,
+                            metrics=("psnr", "ssim", "lpips"), batch_size=8, seed=args.seed, train_snr_db=train_snr,
                             checkpoint_path=checkpoint, command=command)
     paths = [
         write_results(results, out / "results.json"),
-        plot_results([results], "psnr", out / "psnr_vs_snr.png", std=True,
+        plot_results([results], ["psnr", "lpips"], out / "psnr_vs_snr.png", std=True,
                      title=f"DeepJSCC over AWGN on {len(test_set)} sample photos ({args.crop}x{args.crop})"),
         save_grid(system, test_set.batch(range(min(2, len(test_set)))), GRID_SNRS, out / "grid.png", args.seed),
     ]
-    for snr, value in zip(snrs, results["metrics"]["psnr"]):
-        print(f"  SNR {snr:5.1f} dB   PSNR {value:6.2f} dB")
+    for snr, value, lp in zip(snrs, results["metrics"]["psnr"], results["metrics"]["lpips"]):
+        print(f"  SNR {snr:5.1f} dB   PSNR {value:6.2f} dB   LPIPS {lp:.3f} (lower is better)")
     print(f"done in {time.perf_counter() - t0:.0f} s; wrote:")
     for path in paths:
         print(f"  {path}")

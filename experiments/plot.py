@@ -24,7 +24,8 @@ METRIC_LABELS = {
     "psnr_of_mean_mse": "PSNR of mean MSE (dB)",
     "ssim": "SSIM",
     "ms_ssim": "MS-SSIM",
-    "lpips": "LPIPS (lower is better)",
+    "lpips": "LPIPS, AlexNet (lower is better)",
+    "lpips_vgg": "LPIPS, VGG16 (lower is better)",
     "perceptual": "perceptual distance (lower is better)",  # named per result: metrics.perceptual.name
 }
 
@@ -32,7 +33,8 @@ METRIC_LABELS = {
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc plot", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="results JSON files")
-    p.add_argument("--metric", default="psnr", choices=sorted(METRIC_LABELS))
+    p.add_argument("--metric", nargs="+", default=["psnr"], choices=sorted(METRIC_LABELS),
+                   help="metric(s); several draw one panel each, side by side (default: psnr)")
     p.add_argument("--std", action="store_true", help="shade +-1 standard deviation across images and draws")
     p.add_argument("--per-prefix", action="store_true", help="layered results: one curve per prefix of layers")
     p.add_argument("--x", choices=["snr", "bandwidth"], default="snr",
@@ -61,7 +63,7 @@ def expand_prefixes(results: list[dict]) -> list[dict]:
     return expanded
 
 
-def _new_figure(out: str | Path, wide: bool):
+def _new_figure(out: str | Path, wide: bool, panels: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,18 +72,22 @@ def _new_figure(out: str | Path, wide: bool):
     out = Path(out)
     if out.suffix.lower() not in (".png", ".pdf"):
         raise ValueError(f"--out must end in .png or .pdf, got {out.name!r}")
-    fig, ax = plt.subplots(figsize=(9.6 if wide else 6.4, 4.4))
-    return out, plt, fig, ax
+    fig, axes = plt.subplots(1, panels, figsize=((9.6 if wide else 6.4) + 4.8 * (panels - 1), 4.4), squeeze=False)
+    return out, plt, fig, list(axes[0])
 
 
-def _finish(out: Path, plt, fig, ax, *, many: bool, title: str | None) -> Path:
-    ax.grid(True, alpha=0.3)
+def _finish(out: Path, plt, fig, axes, *, many: bool, title: str | None) -> Path:
+    """Grid on every panel, the legend on the last, the title over all; save and close."""
+    axes = axes if isinstance(axes, list) else [axes]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
     if many:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
-        ax.legend(fontsize=8)
+        axes[-1].legend(fontsize=8)
     if title:
-        ax.set_title("\n".join(textwrap.wrap(title, 64)), fontsize=10)
+        text = "\n".join(textwrap.wrap(title, 64 * len(axes)))
+        (fig.suptitle(text, fontsize=10) if len(axes) > 1 else axes[0].set_title(text, fontsize=10))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
@@ -92,7 +98,7 @@ def _finish(out: Path, plt, fig, ax, *, many: bool, title: str | None) -> Path:
 def plot_vs_bandwidth(results: list[dict], metric: str, snr_db: float, out: str | Path, *, title: str | None = None) -> Path:
     """Draw ``metric`` at test SNR ``snr_db`` vs cumulative bandwidth ratio: a line through the
     prefixes of each layered result, a single point for each single-layer result."""
-    out, plt, fig, ax = _new_figure(out, len(results) > 6)
+    out, plt, fig, (ax,) = _new_figure(out, len(results) > 6)
     for res in results:
         if not any(abs(s - snr_db) < 1e-9 for s in res["snr_db"]):
             raise ValueError(f"result {res['name']!r} has no SNR point at {snr_db:g} dB (it has {res['snr_db']})")
@@ -108,10 +114,24 @@ def plot_vs_bandwidth(results: list[dict], metric: str, snr_db: float, out: str 
     return _finish(out, plt, fig, ax, many=len(results) > 6, title=title)
 
 
-def plot_results(results: list[dict], metric: str, out: str | Path, *, title: str | None = None, std: bool = False) -> Path:
-    """Draw ``metric`` vs ``snr_db`` for each results dict and save the figure to ``out``."""
+def plot_results(results: list[dict], metric: str | list[str], out: str | Path, *, title: str | None = None,
+                 std: bool = False) -> Path:
+    """Draw ``metric`` vs ``snr_db`` for each results dict and save the figure to ``out``; several
+    metrics (e.g. ``["psnr", "lpips"]``) draw one panel each, side by side, with one legend."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     many = len(results) > 6
-    out, plt, fig, ax = _new_figure(out, many)
+    out, plt, fig, axes = _new_figure(out, many, len(metrics))
+    try:
+        for m, ax in zip(metrics, axes):
+            _draw_metric(plt, ax, results, m, std)
+    except ValueError:
+        plt.close(fig)
+        raise
+    return _finish(out, plt, fig, axes, many=many, title=title)
+
+
+def _draw_metric(plt, ax, results: list[dict], metric: str, std: bool) -> None:
+    """One panel: ``metric`` vs SNR of every result."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     used = {False: 0, True: 0}
     # Models, then baselines, each by training / design SNR; the i-th baseline takes the i-th model's
@@ -137,10 +157,8 @@ def plot_results(results: list[dict], metric: str, out: str | Path, *, title: st
             ax.fill_between(res["snr_db"], lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("channel SNR (dB, Es/N0 per complex channel use)")
     if len(perceptual_names) > 1:
-        plt.close(fig)
         raise ValueError(f"results measure different perceptual distances {sorted(perceptual_names)}: plot them apart")
     ax.set_ylabel(f"{perceptual_names.pop()} (lower is better)" if perceptual_names else METRIC_LABELS[metric])
-    return _finish(out, plt, fig, ax, many=many, title=title)
 
 
 def _order(res: dict) -> tuple:
@@ -154,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.x == "bandwidth":
         if args.at_snr is None:
             raise SystemExit("error: --x bandwidth needs --at-snr")
+        if len(args.metric) > 1:
+            raise SystemExit("error: --x bandwidth draws one --metric")
         try:
-            path = plot_vs_bandwidth(results, args.metric, args.at_snr, args.out, title=args.title)
+            path = plot_vs_bandwidth(results, args.metric[0], args.at_snr, args.out, title=args.title)
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
     else:

@@ -4,7 +4,7 @@ Each figure sweeps every zoo model of its family over the test SNRs (a fixed 1,0
 by default, ``--full`` for all images) and puts JPEG2000 over a capacity-achieving link designed
 for the same training SNRs beside them (the cliff), or, for the ``adaptive-*`` figures, the
 SNR-adaptive model beside the per-SNR models and their envelope (the best per-SNR model at each
-test SNR). Results files and the PNG go to
+test SNR). PSNR and LPIPS are reported, a panel each. Results files and the PNG go to
 ``--out`` (default ``results/<FIGURE>/``). Zoo models a figure expects but the zoo lacks are
 listed, not hidden.
 
@@ -28,6 +28,7 @@ from jscc.baselines.separate import SeparateBaseline, baseline_results
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import sweep_results
+from jscc.metrics import metrics_for_sizes
 from jscc.results import write_results
 from jscc.system import JSCCSystem
 from jscc.zoo import ZOO
@@ -101,16 +102,18 @@ def setup_args() -> argparse.ArgumentParser:
 
 def envelope(results: list[dict], *, name: str) -> dict:
     """The best of several results at each SNR point (same SNRs, dataset and bandwidth ratio):
-    PSNR and its std from the model that is best there; ``notes`` names the model per SNR."""
+    every metric that all results report (PSNR, LPIPS, ...) and its std from the model of highest PSNR
+    there; ``notes`` names the model per SNR."""
     snrs = results[0]["snr_db"]
     if any(r["snr_db"] != snrs or r["k"] != results[0]["k"] for r in results):
         raise ValueError("an envelope needs results over the same SNRs and bandwidth")
     best = [max(results, key=lambda r: r["metrics"]["psnr"][i]) for i in range(len(snrs))]
     env = {key: results[0][key] for key in ("schema", "dataset", "channel", "k", "bandwidth_ratio",
                                             "bandwidth_ratio_str", "snr_db", "n_channel_draws", "provenance")}
+    shared = [m for m in results[0]["metrics"] if m != "psnr_of_mean_mse" and m != "perceptual"
+              and all(m in r["metrics"] for r in results)]
     env.update(name=name, method="envelope", train_snr_db=None, metrics={
-        "psnr": [b["metrics"]["psnr"][i] for i, b in enumerate(best)],
-        "psnr_std": [b["metrics"]["psnr_std"][i] for i, b in enumerate(best)],
+        m: [b["metrics"][m][i] for i, b in enumerate(best)] for m in shared
     }, notes="best model per SNR: " + ", ".join(f"{s:g} dB {b['name']}" for s, b in zip(snrs, best)))
     env["provenance"] = {**env["provenance"], "checkpoint_sha256": None}
     return env
@@ -130,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         step = len(dataset) // SUBSET_SIZE  # every step-th image: all classes of a class-sorted folder
         dataset = dataset.subset(range(0, step * SUBSET_SIZE, step))
         dataset.name = f"{data_name}, every {step}th image ({SUBSET_SIZE})"
+    metrics, notes = metrics_for_sizes(("psnr", "lpips"), (dataset.image_size(i) for i in range(len(dataset))))
     names = fig.model_names()
     missing = [n for n in names if n not in ZOO]
     results = []
@@ -137,15 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         channel = build_channel(fig.channel, **({} if fig.channel == "awgn" else {"csi": "none"}))
         system = JSCCSystem(load(name), channel)
         res = sweep_results(system, dataset, snrs, name=name, n_channel_draws=args.n_channel_draws,
-                            metrics=("psnr",), train_snr_db=ZOO[name]["train_snr_db"],
-                            checkpoint_path=resolve_checkpoint(name), command=command)
+                            metrics=metrics, train_snr_db=ZOO[name]["train_snr_db"],
+                            checkpoint_path=resolve_checkpoint(name), command=command, notes=notes)
         results.append(res)
         write_results(res, out / f"{name}.json")
         print(summary_line(res))
         for target in fig.stop_psnrs if hasattr(system.model, "encode_layer") else ():
             res = sweep_results(system, dataset, snrs, name=f"{name}-stop{target:g}dB", n_channel_draws=args.n_channel_draws,
-                                metrics=("psnr",), train_snr_db=ZOO[name]["train_snr_db"], stop_psnr_db=target,
-                                checkpoint_path=resolve_checkpoint(name), command=command)
+                                metrics=metrics, train_snr_db=ZOO[name]["train_snr_db"], stop_psnr_db=target,
+                                checkpoint_path=resolve_checkpoint(name), command=command, notes=notes)
             write_results(res, out / f"{res['name']}.json")
             print(summary_line(res))
     per_snr = [r for r in results if r["name"] != fig.adaptive]
@@ -155,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         write_results(res, out / "per-snr-envelope.json")
     if fig.baseline and not args.no_baseline:
         baseline = SeparateBaseline(dataset, codec="jpeg2000", link="capacity", channel=fig.channel,
-                                    bandwidth_ratio=fig.bandwidth_ratio, accounting="full", workers=args.workers)
+                                    bandwidth_ratio=fig.bandwidth_ratio, accounting="full", workers=args.workers,
+                                    metrics=metrics)
         for design in fig.train_snrs:
             res = baseline_results(baseline, snrs, float(design), n_channel_draws=args.n_channel_draws, command=command)
             results.append(res)
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         raise SystemExit(f"error: none of {names} is in the zoo yet")
     layered = any("metrics_per_prefix" in r for r in results)
-    png = plot_results(expand_prefixes(results) if layered else results, "psnr", out.with_suffix(".png"), title=fig.title)
+    png = plot_results(expand_prefixes(results) if layered else results, [m for m in metrics if m != "ssim"],
+                       out.with_suffix(".png"), title=fig.title)
     if fig.bandwidth_plot_snr is not None and any(abs(s - fig.bandwidth_plot_snr) < 1e-9 for s in snrs):
         plot_vs_bandwidth(results, "psnr", fig.bandwidth_plot_snr, out.parent / f"{out.name}-bandwidth.png", title=fig.title)
     if missing:

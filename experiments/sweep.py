@@ -17,6 +17,7 @@ from experiments.args import (add_channel_args, add_data_args, add_device_args, 
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
+from jscc.metrics import DEFAULT_METRICS, metrics_for_sizes
 from jscc.models.video import POLICIES
 from jscc.results import write_results
 from jscc.system import JSCCSystem
@@ -35,8 +36,10 @@ def setup_args() -> argparse.ArgumentParser:
                    help="deepwive: the per-frame reference, every frame coded alone by the key-frame codec "
                         "at the same bandwidth (chunks of the allocation policy)")
     p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
-    p.add_argument("--metrics", nargs="+", default=["psnr", "ssim"], choices=IMAGE_METRICS,
-                   help="metrics (default psnr ssim; ms_ssim needs images > 160 px; lpips needs AlexNet weights)")
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=IMAGE_METRICS,
+                   help="metrics (default: %(default)s; lpips = LPIPS v0.1 AlexNet, lower is better, offline; "
+                        "ms_ssim needs images >= 161 px, else SSIM; lpips needs >= 31 px (lpips_vgg 16 px), else "
+                        "it is dropped with a note)")
     p.add_argument("--perceptual", default="ssim", metavar="NAME",
                    help="with --metrics perceptual: ssim (1 - SSIM), lpips-alex, or disc-features=SOURCE (a "
                         "train-prior prior.pt or last.pt, or a zoo prior name); recorded under its own name (default ssim)")
@@ -93,18 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
                                limit=args.limit, name=args.data_name)
-    metrics = list(args.metrics)
-    if "ms_ssim" in metrics:
-        from jscc.metrics import ms_ssim_supported
-
-        if not all(ms_ssim_supported(*dataset.image_size(i)) for i in range(len(dataset))):
-            print("note: images are too small for MS-SSIM (needs > 160 px): reporting SSIM instead", file=sys.stderr)
-            metrics = [m for m in metrics if m != "ms_ssim"] + ([] if "ssim" in metrics else ["ssim"])
-    lpips_model = None
-    if "lpips" in metrics:
-        from jscc.metrics import load_lpips
-
-        lpips_model = load_lpips(args.device)
+    metrics, notes = metrics_for_sizes(args.metrics, (dataset.image_size(i) for i in range(len(dataset))))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     perceptual_model = None
     if "perceptual" in metrics:
         from jscc.perceptual import build_perceptual
@@ -120,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     results = sweep_results(
         system, dataset, snrs, name=name, n_channel_draws=args.n_channel_draws, metrics=metrics,
         batch_size=args.batch_size, seed=args.seed, device=args.device, train_snr_db=snr_train,
-        checkpoint_path=checkpoint_path, command=command, lpips_model=lpips_model, progress=not args.quiet,
-        stop_psnr_db=args.stop_psnr, perceptual_model=perceptual_model,
+        checkpoint_path=checkpoint_path, command=command, progress=not args.quiet,
+        stop_psnr_db=args.stop_psnr, perceptual_model=perceptual_model, notes=notes,
     )
     path = write_results(results, args.out)
     print(summary_line(results))

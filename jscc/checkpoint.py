@@ -7,30 +7,15 @@ load with ``torch.load(weights_only=True)`` and strict state-dict loading.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from jscc.registry import build_model
+from jscc.results import atomic_torch_save
 
 FORMAT = "jscc-checkpoint/1"
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def model_checkpoint(model: nn.Module, *, train: dict | None = None, metrics: dict | None = None) -> dict:

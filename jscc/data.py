@@ -96,6 +96,30 @@ def _to_chw_uint8(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array[..., :3].transpose(2, 0, 1)))
 
 
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """One image file as uint8 ``(3, H, W)`` RGB.
+
+    Grey images are repeated to 3 channels, alpha is dropped, and 16-bit images (Pillow modes
+    ``I;16*`` / ``I``) are scaled to 8 bits (``round(v / 257)``), not clipped.
+
+    Raises:
+        ValueError: the file cannot be read as an image (unknown format, truncated, ...); the message
+            names the file.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) grey: scale, never clip at 255
+                array = np.clip(np.round(np.asarray(im, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
+            elif im.mode == "F":
+                array = np.clip(np.round(np.asarray(im, dtype=np.float64)), 0, 255).astype(np.uint8)
+            else:
+                array = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    return _to_chw_uint8(array)
+
+
 def _crop_to_multiple(im: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = im.shape[-2:]
     return im[:, : h - h % multiple, : w - w % multiple]
@@ -130,8 +154,7 @@ def load_folder(path, *, crop: int | None = None, random_crop: bool = True, mult
     files = list_image_files(path)[:limit]
     images = []
     for f in files:
-        with Image.open(f) as im:
-            t = _to_chw_uint8(np.asarray(im.convert("RGB")))
+        t = read_image(f)
         images.append(t if crop is not None else _crop_to_multiple(t, multiple))
     return _pack(images, str(path), crop, random_crop)
 

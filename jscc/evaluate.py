@@ -17,7 +17,7 @@ from jscc import metrics as M
 from jscc.data import ImageSet, iterate_batches
 from jscc.system import JSCCSystem
 
-IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "perceptual")
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg", "perceptual")
 
 
 @torch.no_grad()
@@ -43,7 +43,8 @@ def evaluate(
         dataset: test images (batches are ``(B,3,H,W)`` float32 in [0,1]).
         snr_db: test SNRs in dB (Es/N0 per complex channel use).
         n_channel_draws: independent channel realisations per image and SNR.
-        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (``lpips`` needs ``lpips_model``),
+        metrics: any of ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (AlexNet, ``lpips_model`` or loaded here),
+            ``lpips_vgg`` (LPIPS with the VGG16 trunk),
             ``perceptual`` (a substitute distance from :func:`jscc.perceptual.build_perceptual`, passed as
             ``perceptual_model``; reported as ``{"name", "values"}`` under its own name);
             PSNR and the PSNR of the mean MSE are always computed (every results file has them).
@@ -62,11 +63,10 @@ def evaluate(
     unknown = set(metrics) - set(IMAGE_METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; choose from {IMAGE_METRICS}")
-    if "lpips" in metrics and lpips_model is None:
-        raise ValueError("metric 'lpips' needs lpips_model=jscc.metrics.load_lpips()")
     if "perceptual" in metrics and perceptual_model is None:
         raise ValueError("metric 'perceptual' needs perceptual_model=jscc.perceptual.build_perceptual(name)")
-    scorers = {"lpips": lpips_model, "perceptual": perceptual_model}
+    given = {"lpips": lpips_model} if lpips_model is not None else {}
+    scorers = {**M.load_lpips_scorers(set(metrics) - set(given), device), **given, "perceptual": perceptual_model}
     if n_channel_draws < 1:
         raise ValueError(f"n_channel_draws must be >= 1, got {n_channel_draws}")
     snr_db = [float(s) for s in snr_db]
@@ -138,8 +138,9 @@ def _accumulate(acc, key: int, x_hat: torch.Tensor, x: torch.Tensor, metrics: Se
         acc.add(key, "ssim", M.ssim(x_hat, x))
     if "ms_ssim" in metrics:
         acc.add(key, "ms_ssim", M.ms_ssim(x_hat, x))
-    if "lpips" in metrics:
-        acc.add(key, "lpips", M.lpips_distance(scorers["lpips"], x_hat, x))
+    for name in M.LPIPS_NETS:
+        if name in metrics:
+            acc.add(key, name, M.lpips_distance(scorers[name], x_hat, x))
     if "perceptual" in metrics:
         acc.add(key, "perceptual", scorers["perceptual"](x_hat, x))
 
@@ -162,11 +163,13 @@ def sweep_results(
     progress: bool = False,
     stop_psnr_db: float | None = None,
     perceptual_model=None,
+    notes: Sequence[str] = (),
 ) -> dict:
     """Run :func:`evaluate` and return the ``jscc-results/1`` dict (validated by the writer).
 
     ``k`` and the bandwidth ratio are those of the first image; a note is added when the
-    dataset's image sizes give different ``k``.
+    dataset's image sizes give different ``k``. ``notes`` (e.g. metrics dropped for the image
+    size, :func:`jscc.metrics.metrics_for_sizes`) go to the results' ``notes``.
     """
     from jscc.results import bandwidth_ratio_str, provenance
 
@@ -195,7 +198,9 @@ def sweep_results(
         "snr_db": [float(s) for s in snr_db],
         "metrics": summary,
         "n_channel_draws": n_channel_draws,
-        "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed),
+        "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed,
+                                 lpips_backbones=M.lpips_backbone_sources(
+                                     M.LPIPS_NETS[m] for m in metrics if m in M.LPIPS_NETS)),
     }
     if per_frame is not None:
         results["metrics_per_frame"] = per_frame
@@ -210,6 +215,9 @@ def sweep_results(
             results["feedback_snr_db"] = system.model.feedback_snr_db
         if stop_psnr_db is not None:
             results["stop_psnr_db"] = float(stop_psnr_db)
+    notes = list(notes)
     if len(sizes) > 1:
-        results["notes"] = f"{len(sizes)} image sizes; k is that of the first image ({height}x{width})"
+        notes.append(f"{len(sizes)} image sizes; k is that of the first image ({height}x{width})")
+    if notes:
+        results["notes"] = "; ".join(notes)
     return results

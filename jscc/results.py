@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from fractions import Fraction
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ __all__ = [
     "bandwidth_ratio_str",
     "parse_ratio",
     "sha256_file",
+    "atomic_torch_save",
+    "state_dict_sha256",
     "provenance",
 ]
 
@@ -174,6 +177,15 @@ def write_results(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     return write_json(obj, path)
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give a finished temp file the permissions of a normally created file (``mkstemp`` makes it
+    0600, whatever the umask) and move it to ``path`` atomically."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as JSON (indent 2, no NaN) to ``path`` atomically (temp file in the same folder,
     then ``os.replace``), creating parent folders; the writer of results files, zoo tables and
@@ -187,11 +199,26 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        _publish(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -248,6 +275,17 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over the sorted names, dtypes, shapes and bytes of a state dict's tensors:
+    the identity of a set of weights, independent of the file that held them."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(
@@ -270,6 +308,7 @@ def provenance(
     checkpoint_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     seed: int | None = None,
+    lpips_backbones: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``provenance`` block of a results file.
 
@@ -279,6 +318,8 @@ def provenance(
         checkpoint_path: the evaluated checkpoint, hashed; None for models without one.
         device: recorded as a string if given.
         seed: recorded if given.
+        lpips_backbones: ``{net: source}`` of the LPIPS trunks used
+            (:func:`jscc.metrics.lpips_backbone_sources`), recorded if given.
 
     Returns:
         ``{"checkpoint_sha256", "git_commit", "torch", "command", "python", "created"}``
@@ -299,4 +340,6 @@ def provenance(
         out["device"] = str(device)
     if seed is not None:
         out["seed"] = seed
+    if lpips_backbones:
+        out["lpips_backbones"] = dict(lpips_backbones)
     return out

@@ -24,7 +24,9 @@ outage); ``"match"`` (design SNR = test SNR, i.e. ``R = C(snr_avg)`` under fadin
 
 PSNR is computed per (image, draw) with peak 1 on the ``[0, 1]`` images; an exact
 reconstruction (possible for JPEG on a JPEG-compressed dataset) is capped at
-:data:`PSNR_CAP_DB`.
+:data:`PSNR_CAP_DB`. The other metrics (:data:`BASELINE_METRICS`: SSIM, MS-SSIM, LPIPS) are
+computed once per (image, budget) that a sweep uses, and per image for the fallback, then
+picked per (image, draw) by whether the link delivered, as PSNR is.
 """
 from __future__ import annotations
 
@@ -41,10 +43,12 @@ from channels import awgn_capacity, rayleigh_outage_probability
 from jscc.baselines.codecs import (FALLBACK_MODES, bits_to_bytes, encode_dataset_to_budgets, fallback_image, get_codec,
                                    to_uint8_image)
 from jscc.data import ImageSet
+from jscc import metrics as M
 from jscc.metrics import MetricAccumulator
 
 PSNR_CAP_DB = 100.0
 LINKS = ("capacity", "ldpc")
+BASELINE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg")  # psnr is always reported
 CAPACITY_DESIGN_GRID = tuple(float(s) for s in np.arange(-5.0, 30.5, 0.5))  # oracle candidates
 
 
@@ -94,13 +98,19 @@ class SeparateBaseline:
         table_kwargs: options of :func:`channels.links.bler_table` (``n_blocks``, ``cache_dir``,
             ``max_blocks_exact``, ...). TBs of more than ``max_blocks_exact`` (default 4) code
             blocks, e.g. Kodak images, get code-block-scaled BLER tables (noted in the results).
+        metrics: any of :data:`BASELINE_METRICS` (PSNR and the PSNR of the mean MSE always); those undefined
+            for the image size are changed by :func:`jscc.metrics.metrics_for_sizes` (``metric_notes``).
+        device: where SSIM / LPIPS are computed.
     """
 
     def __init__(self, dataset: ImageSet, *, codec="jpeg2000", link: str = "capacity", channel: str = "awgn",
                  bandwidth_ratio: Fraction | str = Fraction(1, 12), accounting: str = "full",
                  fallback: str = "image_mean", workers: int = 2, ldpc_mode: str = "cached",
-                 table_kwargs: dict | None = None, progress: bool = False):
+                 table_kwargs: dict | None = None, progress: bool = False, metrics=("psnr",), device="cpu"):
         check_link(link, channel)
+        unknown = set(metrics) - set(BASELINE_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}; the baseline reports {BASELINE_METRICS}")
         if fallback not in FALLBACK_MODES:
             raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACK_MODES}")
         if ldpc_mode not in ("cached", "exact"):
@@ -121,8 +131,15 @@ class SeparateBaseline:
         # float64 (H, W, 3) in [0, 1] per image: one pixel count, but portrait and landscape may mix (Kodak)
         self.x = [im / 255.0 for im in self.images]
         mean = np.mean([im.mean(axis=(0, 1)) for im in self.x], axis=0).tolist()
-        self.fallback_mse = self._mse([fallback_image(im, fallback, mean) for im in self.images])
+        fallback_images = [fallback_image(im, fallback, mean) for im in self.images]
+        self.fallback_mse = self._mse(fallback_images)
+        kept, self.metric_notes = M.metrics_for_sizes(metrics, (im.shape[:2] for im in self.images))
+        self.metrics = [m for m in kept if m != "psnr"]  # besides PSNR
+        self.device = torch.device(device)
+        self._lpips = M.load_lpips_scorers(self.metrics, self.device)
+        self.fallback_scores = self._scores(fallback_images)
         self._source: dict[int, np.ndarray] = {}  # budget bytes -> per-image MSE (fallback where nothing fits)
+        self._source_extra: dict[int, dict[str, np.ndarray]] = {}  # budget bytes -> {metric: per-image values}
         self._results: dict[int, list] = {}
         self._tables: dict[str, L.BlerTable] = {}
 
@@ -131,6 +148,15 @@ class SeparateBaseline:
         """Per-image MSE of uint8 reconstructions against the images ``index`` (default all)."""
         index = range(len(self.x)) if index is None else index
         return np.array([np.square(r / 255.0 - self.x[i]).mean() for r, i in zip(recs, index, strict=True)])
+
+    def _scores(self, recs: Sequence[np.ndarray], index: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """``{metric: (len(recs),) float64}`` of :attr:`metrics` for uint8 reconstructions of the images ``index``."""
+        if not self.metrics:
+            return {}
+        index = range(len(self.x)) if index is None else index
+        scores = M.per_image_metrics([_chw(r / 255.0, self.device) for r in recs],
+                                     [_chw(self.x[i], self.device) for i in index], self.metrics, self._lpips)
+        return {m: v.numpy() for m, v in scores.items()}
 
     def code(self, budgets: Sequence[int]) -> None:
         """Encode every image to every budget not coded yet (once; reused for all SNRs and draws)."""
@@ -242,15 +268,35 @@ class SeparateBaseline:
             point = self.choose(design, float(snr))
             points.append(point)
             mse_ok = self.fallback_mse if point is None else self._source_mse(point)
+            scores_ok = self._source_scores(point)
             for _ in range(n_channel_draws):
-                mse = np.where(self.delivered(point, float(snr), generator), mse_ok, self.fallback_mse)
+                ok = self.delivered(point, float(snr), generator)
+                mse = np.where(ok, mse_ok, self.fallback_mse)
                 acc.add(i, "psnr", torch.from_numpy(_psnr(mse)))
                 acc.add(i, "mse", torch.from_numpy(mse))
+                for m in self.metrics:
+                    acc.add(i, m, torch.from_numpy(np.where(ok, scores_ok[m], self.fallback_scores[m])))
         return {"metrics": acc.summary(), "points": points}
 
     def _source_mse(self, point: OperatingPoint) -> np.ndarray:
         self.code([point.budget_bytes])
         return self._source[point.budget_bytes]
+
+    def _source_scores(self, point: OperatingPoint | None) -> dict[str, np.ndarray]:
+        """Per-image :attr:`metrics` when ``point``'s bytes are delivered (scored once per budget)."""
+        if point is None:
+            return self.fallback_scores
+        b = point.budget_bytes
+        if b not in self._source_extra:
+            self.code([b])
+            results = self._results[b]
+            scores = {m: v.copy() for m, v in self.fallback_scores.items()}
+            fits = [i for i, r in enumerate(results) if r is not None]
+            if fits:
+                for m, v in self._scores([results[i].reconstruction for i in fits], fits).items():
+                    scores[m][fits] = v
+            self._source_extra[b] = scores
+        return self._source_extra[b]
 
 
 def oracle_candidates(points: Sequence[OperatingPoint], snr_db: float, awgn_capacity: bool) -> list[OperatingPoint]:
@@ -268,6 +314,11 @@ def oracle_pick(points: Sequence[OperatingPoint], expected_psnr: Sequence[float]
     search over the whole design grid."""
     best = int(np.argmax(expected_psnr))
     return None if awgn_capacity and expected_psnr[best] < fallback_psnr else points[best]
+
+
+def _chw(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """float32 ``(3, H, W)`` tensor of an ``(H, W, 3)`` array in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().to(device)
 
 
 def _psnr(mse: np.ndarray) -> np.ndarray:
@@ -324,7 +375,8 @@ def separate_results(b, snr_db: Sequence[float], design, out: dict, *, name: str
         "snr_db": [float(s) for s in snr_db],
         "metrics": out["metrics"],
         "n_channel_draws": n_channel_draws,
-        "provenance": provenance(command=command, seed=seed),
+        "provenance": provenance(command=command, seed=seed, lpips_backbones=M.lpips_backbone_sources(
+            M.LPIPS_NETS[m] for m in getattr(b, "metrics", ()) if m in M.LPIPS_NETS)),
         "notes": notes + _cb_scaled_note(b),
     }
     if b.link == "ldpc":
@@ -340,7 +392,8 @@ def baseline_results(baseline: SeparateBaseline, snr_db: Sequence[float], design
     budgets = ["0" if p is None else str(p.budget_bytes) for p in out["points"]]
     notes = (f"codec {b.codec!r}; policy {design}; operating point per SNR: "
              + ", ".join(f"{lab} ({bud} B)" for lab, bud in zip(point_labels(out["points"]), budgets))
-             + (f"; LDPC {b.ldpc_mode}" if b.link == "ldpc" else ""))
+             + (f"; LDPC {b.ldpc_mode}" if b.link == "ldpc" else "")
+             + "".join(f"; {note}" for note in b.metric_notes))
     return separate_results(b, snr_db, design, out, name=name or f"{b.codec.name}-{b.link}-{b.channel}-{b.accounting}-"
                             f"{design_label(design)}", dataset_name=b.dataset.name, n_examples=len(b.images),
                             n_channel_draws=n_channel_draws, seed=seed, command=command, notes=notes)

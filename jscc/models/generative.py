@@ -175,7 +175,7 @@ class _PerceptualLoss:
             perceptual = None
             if cfg["beta"] > 0:
                 kw = dict(cfg["perceptual_args"])
-                if cfg["perceptual"] == "lpips-alex":
+                if cfg["perceptual"].startswith("lpips-"):
                     kw["device"] = device
                 perceptual = build_perceptual(cfg["perceptual"], **kw).to(device)
             cache[device] = CombinedLoss(cfg["alpha"], cfg["beta"], perceptual)

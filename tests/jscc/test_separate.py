@@ -50,6 +50,30 @@ def test_capacity_awgn_cliff(photos):
     assert psnr[2] == psnr[3]
 
 
+def test_lpips_and_ssim_follow_the_cliff(photos):
+    """Each metric is the codec reconstruction's where the link delivers and the fallback's where it fails."""
+    import jscc.metrics as M
+
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1, metrics=("psnr", "ssim", "lpips"))
+    assert b.metrics == ["ssim", "lpips"] and b.metric_notes == []
+    point = b.capacity_point(20.0)
+    out = b.sweep([10.0, 25.0], 20.0, n_channel_draws=2)["metrics"]
+    x = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in b.images]).float() / 255
+    recs = torch.stack([torch.from_numpy(np.array(r.reconstruction)).permute(2, 0, 1)
+                        for r in b._results[point.budget_bytes]]).float() / 255
+    lpips = M.load_lpips()
+    with torch.no_grad():
+        assert out["lpips"][1] == pytest.approx(M.lpips_distance(lpips, recs, x).double().mean().item(), abs=1e-6)
+        assert out["ssim"][1] == pytest.approx(M.ssim(recs, x).double().mean().item(), abs=1e-6)
+    assert out["lpips"][0] == pytest.approx(float(b.fallback_scores["lpips"].mean()))
+    assert out["lpips"][0] > out["lpips"][1] + 0.1 and out["ssim"][0] < out["ssim"][1]  # the cliff in every metric
+    small = ImageSet(torch.zeros(2, 3, 24, 24, dtype=torch.uint8), "tiny")
+    b = SeparateBaseline(small, link="capacity", bandwidth_ratio="1/6", workers=1, metrics=("psnr", "lpips"))
+    assert b.metrics == [] and ">= 31 px" in b.metric_notes[0]
+    with pytest.raises(ValueError, match="unknown metrics"):
+        SeparateBaseline(small, bandwidth_ratio="1/6", workers=1, metrics=("fid",))
+
+
 def test_quality_grows_with_design_snr_and_oracle_is_the_envelope(photos):
     b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1)
     designs = [12.0, 16.0, 20.0, 24.0]
