@@ -68,9 +68,9 @@ def setup_args() -> argparse.ArgumentParser:
     add_data_args(p, default="sample", help_suffix="; test images (one pixel count)")
     p.add_argument("--crop", type=int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=BASELINE_METRICS,
-                   help="images: metrics of the reconstructions (default: %(default)s; same size rules as jscc sweep: "
-                        "ms_ssim >= 161 px else SSIM, lpips >= 31 px else dropped); video clips report PSNR and "
-                        "MS-SSIM (SSIM below 161 px)")
+                   help="metrics of the reconstructions (default: %(default)s; same size rules as jscc sweep: "
+                        "ms_ssim >= 161 px else SSIM, lpips >= 31 px else dropped); video clips always report PSNR and "
+                        "MS-SSIM (SSIM below 161 px), and LPIPS if asked")
     add_device_args(p)
     p.add_argument("--name", default=None, help="result name (one policy only; default from codec, link, channel, policy)")
     p.add_argument("--out", required=True, help="results JSON file, or a folder when several policies are given")
@@ -145,7 +145,8 @@ def _main_video(args, snrs, ratio, policies, command) -> int:
         baseline = VideoSeparateBaseline(clips, codec=codec, link=args.link, channel=args.channel,
                                          bandwidth_ratio=ratio, gop=gop, accounting=args.byte_accounting or "payload",
                                          fallback=args.fallback or "clip_mean", workers=args.workers,
-                                         table_kwargs=bler_table_kwargs(args), progress=not args.quiet)
+                                         table_kwargs=bler_table_kwargs(args), progress=not args.quiet,
+                                         metrics=[m for m in args.metrics if m == "lpips"], device=args.device)
     except (FileNotFoundError, ValueError, TypeError, CodecUnavailableError) as err:
         raise SystemExit(f"error: {err}")
     out = Path(args.out)

@@ -9,14 +9,15 @@ channel draws:
   the receiver (``alpha MSE + beta perceptual`` to the base reconstruction, ``--inversion-steps``);
 * ``generative-jscc``: an encoder trained end to end through the channel with the prior as decoder.
 
-Metrics: PSNR, SSIM (MS-SSIM is undefined at 32x32) and a perceptual distance recorded under its
-own name: by default the prior's own discriminator features (``disc-features:<hash>``), because
-LPIPS' AlexNet weights cannot be fetched offline (``--perceptual lpips-alex`` where they are
-present). The prior's projection PSNR on the same images (W+ inversion of the originals, MSE) is
-the ceiling of what it can represent: InverseJSCC cannot beat it in PSNR.
+Metrics: PSNR, SSIM (MS-SSIM is undefined at 32x32) and LPIPS (v0.1, AlexNet; lower is better).
+InverseJSCC's objective is ``1 * MSE + beta * LPIPS`` as in the paper (``--perceptual lpips-alex``,
+the default); a substitute distance (``--perceptual disc-features``: the prior's own discriminator
+features, or ``ssim``) can be used instead and is then also reported under its own name
+(``metrics.perceptual``). The prior's projection PSNR on the same images (W+ inversion of the
+originals, MSE) is the ceiling of what it can represent: InverseJSCC cannot beat it in PSNR.
 
 Writes ``results/generative-cifar10/*.json`` (one results file per receiver), ``projection.json``,
-``results/generative-cifar10.png`` (PSNR, SSIM, perceptual vs SNR) and
+``results/generative-cifar10.png`` (PSNR, SSIM, LPIPS vs SNR) and
 ``results/generative-cifar10-grid.png`` (originals and the three reconstructions at the lowest and
 highest test SNR, same channel draw).
 
@@ -33,9 +34,11 @@ import torch
 
 from channels import AWGN
 from experiments.args import summary_line
+from experiments.plot import plot_results
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import ImageSet
 from jscc.evaluate import sweep_results
+from jscc.metrics import LPIPS_MIN_SIDE, lpips_supported, metrics_for_sizes
 from jscc.models.generative import InverseJSCC
 from jscc.perceptual import build_perceptual
 from jscc.priors import load_prior, projection_psnr, resolve_prior
@@ -65,6 +68,10 @@ GENERATIVE_FIGURES = {
 }
 
 
+# InverseJSCC's LPIPS weight, chosen on held-out *training* images (benchmarks/README.md, never the test set)
+INVERSION_BETA_LPIPS = 0.1
+
+
 def add_arguments(p) -> None:
     """Options of the generative figures (``jscc reproduce`` parser)."""
     g = p.add_argument_group("generative-* figures")
@@ -78,10 +85,11 @@ def add_arguments(p) -> None:
     g.add_argument("--inversion-steps", type=int, default=100, help="InverseJSCC: Adam steps per batch (default: %(default)s)")
     g.add_argument("--inversion-lr", type=float, default=0.05, help="InverseJSCC: learning rate (default: %(default)s)")
     g.add_argument("--inversion-beta", type=float, default=None,
-                   help="InverseJSCC: weight of the perceptual term beside MSE (weight 1; default: GenerativeJSCC's beta)")
-    g.add_argument("--perceptual", default="disc-features", choices=["disc-features", "lpips-alex", "ssim"],
-                   help="perceptual distance of the inversion and of the reported metric (disc-features: the "
-                        "prior's discriminator; default: %(default)s)")
+                   help="InverseJSCC: weight of the perceptual term beside MSE (weight 1; default: "
+                        f"{INVERSION_BETA_LPIPS:g} with LPIPS, else GenerativeJSCC's beta)")
+    g.add_argument("--perceptual", default="lpips-alex", choices=["lpips-alex", "lpips-vgg", "disc-features", "ssim"],
+                   help="perceptual distance of the inversion (default: %(default)s); a substitute (disc-features: "
+                        "the prior's discriminator; ssim) is also reported under its own name beside LPIPS")
     g.add_argument("--grid-images", type=int, default=8, help="images in the picture grid (default: %(default)s)")
 
 
@@ -103,9 +111,17 @@ def main(args, fig: GenerativeFigure, dataset: ImageSet, snrs: list[float], out:
     held_out = fig.held_out if args.held_out is None else args.held_out
     dataset = held_out_subset(dataset, held_out, None if args.full else (args.n_images or fig.n_images))
     generative_model = load(generative)
-    beta = generative_model.config["beta"] if args.inversion_beta is None else args.inversion_beta
+    lpips_objective = args.perceptual.startswith("lpips-")
+    beta = args.inversion_beta if args.inversion_beta is not None else (
+        INVERSION_BETA_LPIPS if lpips_objective else generative_model.config["beta"])
     perceptual_args = {"discriminator": prior_name} if args.perceptual == "disc-features" else {}
     perceptual = build_perceptual(args.perceptual, **perceptual_args)
+    metrics, notes = metrics_for_sizes(("psnr", "ssim", "lpips") + (() if args.perceptual == "lpips-alex" else ("perceptual",)),
+                                       (dataset.image_size(i) for i in range(len(dataset))))
+    net = args.perceptual.split("-")[-1]
+    if lpips_objective and not all(lpips_supported(*dataset.image_size(i), net) for i in range(len(dataset))):
+        raise SystemExit(f"error: --perceptual {args.perceptual} needs images of at least {LPIPS_MIN_SIDE[net]} px: "
+                         "use a substitute (--perceptual disc-features or ssim) for smaller ones")
     base_path, prior_path = resolve_checkpoint(base), resolve_prior(prior_name)
     inverse = InverseJSCC.from_checkpoints(base_path, prior_path, steps=args.inversion_steps, lr=args.inversion_lr,
                                            alpha=1.0, beta=beta, perceptual=args.perceptual,
@@ -119,11 +135,9 @@ def main(args, fig: GenerativeFigure, dataset: ImageSet, snrs: list[float], out:
     results = []
     for name, model, path, note in receivers:
         res = sweep_results(JSCCSystem(model, AWGN()), dataset, snrs, name=name, n_channel_draws=args.n_channel_draws,
-                            metrics=("psnr", "ssim", "perceptual"), perceptual_model=perceptual,
+                            metrics=metrics, perceptual_model=perceptual,
                             train_snr_db=list(fig.train_snr_db), checkpoint_path=path, command=command,
-                            progress=True)
-        if note:
-            res["notes"] = note
+                            progress=True, notes=notes + ([note] if note else []))
         write_results(res, out / f"{name}.json")
         results.append(res)
         print(summary_line(res))
@@ -132,7 +146,7 @@ def main(args, fig: GenerativeFigure, dataset: ImageSet, snrs: list[float], out:
                       command=command)
     write_json(projection, out / "projection.json")
     print(f"prior projection PSNR on these images: {projection['psnr']:.2f} dB ({args.inversion_steps} steps)")
-    png = plot_panels(results, out.with_suffix(".png"), fig.title)
+    png = plot_results(results, [m for m in metrics if m != "perceptual"], out.with_suffix(".png"), title=fig.title)
     grid = picture_grid([(r["name"], m) for r, (_, m, _, _) in zip(results, receivers)], dataset,
                         [snrs[0], snrs[-1]] if len(snrs) > 1 else snrs, args.grid_images,
                         out.parent / f"{out.name}-grid.png")
@@ -143,33 +157,6 @@ def main(args, fig: GenerativeFigure, dataset: ImageSet, snrs: list[float], out:
 def _label(name_or_path: str) -> str:
     """Result name of a receiver: the zoo name, or a checkpoint file's stem."""
     return Path(name_or_path).stem if Path(name_or_path).exists() else name_or_path
-
-
-def plot_panels(results: list[dict], out: Path, title: str) -> Path:
-    """PSNR, SSIM and the perceptual distance vs SNR side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, metric, label in zip(axes, ("psnr", "ssim", "perceptual"), ("PSNR (dB)", "SSIM", None)):
-        for res in results:
-            values = res["metrics"][metric]
-            if metric == "perceptual":
-                label = f"{values['name']} (lower is better)"
-                values = values["values"]
-            ax.plot(res["snr_db"], values, marker="o", markersize=4, label=res["name"])
-        ax.set_xlabel("channel SNR (dB)")
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
 
 
 def picture_grid(receivers: list[tuple[str, torch.nn.Module]], dataset: ImageSet, snrs: list[float], n: int,

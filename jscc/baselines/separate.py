@@ -376,7 +376,7 @@ def separate_results(b, snr_db: Sequence[float], design, out: dict, *, name: str
         "metrics": out["metrics"],
         "n_channel_draws": n_channel_draws,
         "provenance": provenance(command=command, seed=seed, lpips_backbones=M.lpips_backbone_sources(
-            M.LPIPS_NETS[m] for m in getattr(b, "metrics", ()) if m in M.LPIPS_NETS)),
+            M.LPIPS_NETS[m] for m in b.metrics if m in M.LPIPS_NETS)),
         "notes": notes + _cb_scaled_note(b),
     }
     if b.link == "ldpc":

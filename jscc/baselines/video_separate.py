@@ -55,8 +55,9 @@ a table (:meth:`VideoSeparateBaseline.gop_bler`), so only the tables of MCSs tha
 are simulated.
 
 Metrics (as DeepWiVe sweeps, :mod:`jscc.evaluate`): PSNR per (clip, frame, draw) with peak 1
-on ``[0, 1]`` frames, averaged over all three; ``metrics_per_frame`` per frame index. Frame
-MSEs come from a per-clip table (:class:`CodedClip`), identical to what
+on ``[0, 1]`` frames, averaged over all three, MS-SSIM (SSIM below 161 px) and, with
+``metrics=("lpips",)``, LPIPS (AlexNet); ``metrics_per_frame`` per frame index. Frame
+MSEs (and the other metrics) come from per-clip tables (:class:`CodedClip`), identical to what
 :func:`~jscc.baselines.video_codecs.reconstruct` delivers (the tests check every loss pattern).
 """
 from __future__ import annotations
@@ -77,7 +78,8 @@ from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, OperatingPoint, _psnr
                                      oracle_candidates, oracle_pick, separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
                                          encode_clip_to_budget, fallback_clip, reconstruct, video_channel_uses)
-from jscc.metrics import MetricAccumulator, ms_ssim, ms_ssim_supported, ssim
+from jscc.metrics import (MetricAccumulator, load_lpips, lpips_distance, metrics_for_sizes, ms_ssim, ms_ssim_supported,
+                          ssim)
 from jscc.video import VideoSet
 
 __all__ = ["CodedClip", "VideoSeparateBaseline", "video_baseline_results", "gop_layout", "gop_channel_uses",
@@ -118,6 +120,7 @@ class CodedClip:
             the last frame of GOP ``j``) or when none is (column 0: the mean frame); NaN where
             impossible (``j`` after ``t``'s GOP, or GOP ``j`` does not fit).
         frame_ssim: the same table of MS-SSIM per frame (SSIM when a side is below 161 px).
+        frame_lpips: the same table of LPIPS per frame, or None when LPIPS is not reported.
     """
 
     result: VideoEncodeResult | None = field(repr=False)
@@ -125,6 +128,7 @@ class CodedClip:
     fits: np.ndarray
     frame_mse: np.ndarray
     frame_ssim: np.ndarray
+    frame_lpips: np.ndarray | None = None
 
     @property
     def counted_bits(self) -> int:
@@ -163,6 +167,10 @@ class VideoSeparateBaseline:
         table_kwargs: options of :func:`channels.links.bler_table` (``n_blocks``, ``cache_dir``,
             ``snr_db_grid``, ...).
         progress: show a progress bar.
+        metrics: also report ``"lpips"`` (per frame, AlexNet; dropped with a note in ``metric_notes`` for frames
+            below 31 px, :func:`jscc.metrics.metrics_for_sizes`). PSNR and MS-SSIM
+            (SSIM below 161 px) are always reported.
+        device: where SSIM / LPIPS are computed.
 
     Memory: every clip is held as uint8, and every coded (clip, budget) keeps its
     reconstruction (the oracle codes every candidate budget it considers: on AWGN capacity only
@@ -172,8 +180,12 @@ class VideoSeparateBaseline:
     def __init__(self, clips: VideoSet, *, codec: str | VideoCodec = "h264", link: str = "capacity",
                  channel: str = "awgn", bandwidth_ratio: Fraction | str = Fraction(1, 12), gop: int | None = 4,
                  accounting: str = "payload", fallback: str = "clip_mean", workers: int = 1,
-                 table_kwargs: dict | None = None, progress: bool = False):
+                 table_kwargs: dict | None = None, progress: bool = False, metrics: Sequence[str] = (),
+                 device: str | torch.device = "cpu"):
         check_link(link, channel)
+        unknown = set(metrics) - {"psnr", "ssim", "ms_ssim", "lpips"}
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)} for clips; they report psnr, ms_ssim (ssim) and lpips")
         if accounting not in ACCOUNTING_MODES:
             raise ValueError(f"unknown byte accounting {accounting!r}; expected one of {ACCOUNTING_MODES}")
         if fallback not in VIDEO_FALLBACK_MODES:
@@ -221,6 +233,12 @@ class VideoSeparateBaseline:
         self.ssim_name = "ms_ssim" if ms_ssim_supported(self.height, self.width) else "ssim"
         self.fallback_ssim = np.stack([self._frame_ssim(m[None].expand_as(f), f)
                                        for m, f in zip(self.mean_frames, self.frames)])  # (N, T)
+        self.device = torch.device(device)
+        kept, self.metric_notes = metrics_for_sizes([m for m in metrics if m == "lpips"], [(self.height, self.width)])
+        self._lpips = load_lpips(self.device) if kept else None
+        self.fallback_lpips = None if self._lpips is None else np.stack(
+            [self._frame_lpips(m[None].expand_as(f), f) for m, f in zip(self.mean_frames, self.frames)])  # (N, T)
+        self.metrics = ["psnr", self.ssim_name] + (["lpips"] if self._lpips is not None else [])
         self._coded: dict[tuple, list[CodedClip]] = {}
         self._tables: dict[tuple[int, str], L.BlerTable] = {}
 
@@ -387,8 +405,11 @@ class VideoSeparateBaseline:
             fits = np.array([r is not None for r in blocks])
             result = _concatenate(frames, self.gops, blocks, self.codec.name, self.accounting, self.gop) \
                 if fits.any() else None
-        tables = {}
-        for name, metric, fallback in (("mse", _frame_mse, self.fallback_mse), ("ssim", self._frame_ssim, self.fallback_ssim)):
+        tables = {"lpips": None}
+        scorers = [("mse", _frame_mse, self.fallback_mse), ("ssim", self._frame_ssim, self.fallback_ssim)]
+        if self._lpips is not None:
+            scorers.append(("lpips", self._frame_lpips, self.fallback_lpips))
+        for name, metric, fallback in scorers:
             table = tables[name] = np.full((self.t, g_count + 1), np.nan)
             table[:, 0] = fallback[index]
             if result is None:
@@ -401,12 +422,19 @@ class VideoSeparateBaseline:
                 if stop < self.t:  # later frames frozen on GOP j's last frame
                     table[stop:, j + 1] = metric(rec[stop - 1 : stop].expand_as(frames[stop:]), frames[stop:])
         return CodedClip(result=result, block_results=tuple(blocks), fits=fits, frame_mse=tables["mse"],
-                         frame_ssim=tables["ssim"])
+                         frame_ssim=tables["ssim"], frame_lpips=tables["lpips"])
 
     def _frame_ssim(self, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
         """float64 ``(T,)`` MS-SSIM (or SSIM, see ``ssim_name``) per frame of two uint8 ``(T, 3, H, W)`` clips."""
         metric = ms_ssim if self.ssim_name == "ms_ssim" else ssim
         return metric(a.float() / 255, b.float() / 255).double().numpy()
+
+    def _frame_lpips(self, a: torch.Tensor, b: torch.Tensor, batch: int = 8) -> np.ndarray:
+        """float64 ``(T,)`` LPIPS (AlexNet) per frame of two uint8 ``(T, 3, H, W)`` clips."""
+        with torch.no_grad():
+            return torch.cat([lpips_distance(self._lpips, a[i:i + batch].to(self.device).float() / 255,
+                                             b[i:i + batch].to(self.device).float() / 255).double().cpu()
+                              for i in range(0, len(a), batch)]).numpy()
 
     # ------------------------------------------------------------------ transmission
     def delivered(self, point: OperatingPoint | None, snr_db: float, generator: torch.Generator) -> np.ndarray:
@@ -439,6 +467,10 @@ class VideoSeparateBaseline:
     def frame_ssim(self, point: OperatingPoint | None, gop_ok: np.ndarray) -> np.ndarray:
         """float64 ``(N, T)``: per-frame MS-SSIM (or SSIM, ``ssim_name``) of the delivered clips."""
         return self._shown(point, gop_ok, "frame_ssim", self.fallback_ssim)
+
+    def frame_lpips(self, point: OperatingPoint | None, gop_ok: np.ndarray) -> np.ndarray:
+        """float64 ``(N, T)``: per-frame LPIPS of the delivered clips (with ``metrics=("lpips",)``)."""
+        return self._shown(point, gop_ok, "frame_lpips", self.fallback_lpips)
 
     def _shown(self, point: OperatingPoint | None, gop_ok: np.ndarray, table: str, fallback: np.ndarray) -> np.ndarray:
         """Per-frame value of ``CodedClip.<table>`` for the frames the receiver shows, ``(N, T)``."""
@@ -508,10 +540,13 @@ class VideoSeparateBaseline:
             for _ in range(n_channel_draws):
                 gop_ok = self.delivered(point, snr, generator)
                 mse, sim = self.frame_mse(point, gop_ok), self.frame_ssim(point, gop_ok)  # (N, T)
+                lp = None if self._lpips is None else self.frame_lpips(point, gop_ok)
                 for key, t_slice in [(i, slice(None))] + [((i, "frame", t), t) for t in range(self.t)]:
                     acc.add(key, "psnr", torch.from_numpy(_psnr(mse[:, t_slice])))
                     acc.add(key, "mse", torch.from_numpy(mse[:, t_slice]))
                     acc.add(key, self.ssim_name, torch.from_numpy(sim[:, t_slice]))
+                    if lp is not None:
+                        acc.add(key, "lpips", torch.from_numpy(lp[:, t_slice]))
         per_frame = [acc.summary([(i, "frame", t) for i in range(len(snrs))]) for t in range(self.t)]
         return {"metrics": acc.summary(range(len(snrs))), "per_frame": per_frame, "points": points}
 
@@ -594,7 +629,7 @@ def video_baseline_results(baseline: VideoSeparateBaseline, snr_db: Sequence[flo
              f"codec {b.codec.config}; {b.layout_note()}; policy {design}; operating point per SNR: "
              + _points_note(b, snr_db, out["points"])
              + f"; fallback {b.fallback}: a lost GOP repeats the last correctly decoded frame, the mean frame "
-             "before any frame decoded")
+             "before any frame decoded" + "".join(f"; {note}" for note in b.metric_notes))
     results = separate_results(
         b, snr_db, design, out,
         name=name or f"{b.codec.name}-gop{b.gop or b.t}-{b.link}-{b.channel}-{b.accounting}-{design_label(design)}",

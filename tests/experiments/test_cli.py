@@ -319,6 +319,10 @@ def test_video_model_trains_on_synthetic_motion_and_sweeps_frame_folders(tmp_pat
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "v.json", "--frames", "5", "--metrics", "psnr")
     assert res["method"] == "deepwive" and len(res["metrics_per_frame"]) == 5 and res["dataset"]["n_images"] == 2
     assert res["bandwidth_ratio_str"] == "1/12" and res["allocation_policy"] == "uniform"
+    for clip in ("c", "d"):  # per-frame LPIPS on frames large enough for it (>= 31 px)
+        write_pngs(tmp_path / "clips32" / clip, [(32, 32)] * 5, seed=ord(clip))
+    res = _sweep(run / "best.pt", tmp_path / "clips32", tmp_path / "l.json", "--frames", "5", "--metrics", "psnr", "lpips")
+    assert len(res["metrics"]["lpips"]) == 3 and all(len(frame["lpips"]) == 3 for frame in res["metrics_per_frame"])
     res = _sweep(run / "best.pt", tmp_path / "clips", tmp_path / "o.json", "--frames", "5", "--metrics", "psnr",
                  "--allocation-policy", "oracle")
     assert res["allocation_policy"] == "oracle" and "intra_only" not in res and res["name"] == "run-awgn-oracle"

@@ -38,6 +38,9 @@ def test_generative_figure_writes_three_receivers_projection_and_pictures(models
             "--base", str(models / "base.pt"), "--prior", str(models / "prior.pt"),
             "--generative", str(models / "generative.pt"), "--n-images", "3", "--held-out", "2", "--inversion-steps", "2",
             "--grid-images", "2", "--out", str(out)]
+    with pytest.raises(SystemExit, match="lpips-alex needs images of at least 31 px"):  # the default objective
+        reproduce_cli.main(argv)
+    argv += ["--perceptual", "disc-features"]  # the substitute, reported under its own name
     assert reproduce_cli.main(argv) == 0
     results = {p.stem: read_results(p) for p in out.glob("*.json") if p.name != "projection.json"}
     assert set(results) == {"base", "inverse-jscc-2steps", "generative"}
@@ -48,6 +51,7 @@ def test_generative_figure_writes_three_receivers_projection_and_pictures(models
         # the prior's validation images (the figure holds out the first 64) are never reported
         assert res["dataset"]["n_images"] == 3 and "after the first 2" in res["dataset"]["name"]
         assert res["metrics"]["perceptual"]["name"].startswith("disc-features:") and "ssim" in res["metrics"]
+        assert "lpips" not in res["metrics"] and "too small for lpips" in res["notes"]  # 16 px: LPIPS undefined
     names = {res["metrics"]["perceptual"]["name"] for res in results.values()}
     assert len(names) == 1  # one distance for every receiver
     inverse = results["inverse-jscc-2steps"]

@@ -19,6 +19,7 @@ from jscc.baselines.separate import PSNR_CAP_DB
 from jscc.baselines.video_codecs import encode_clip_to_budget, fallback_clip, video_channel_uses
 from jscc.baselines.video_separate import (VideoSeparateBaseline, gop_channel_uses, gop_layout,
                                            video_baseline_results)
+import jscc.metrics as M
 from jscc.metrics import ssim
 from jscc.results import validate_results
 from jscc.video import VideoSet
@@ -135,7 +136,8 @@ def _step_table(k: int, mcs: str, threshold_db: float) -> BlerTable:
 @pytest.mark.parametrize("channel", ["awgn", "rayleigh"])
 def test_ldpc_one_tb_per_gop(clips, channel):
     mcs = "16QAM-r1/2"
-    b = VideoSeparateBaseline(clips, codec="h264", link="ldpc", channel=channel, bandwidth_ratio="1/12")
+    b = VideoSeparateBaseline(clips, codec="h264", link="ldpc", channel=channel, bandwidth_ratio="1/12",
+                              metrics=("lpips",) if channel == "awgn" else ())
     for k_g in b.gop_k:
         b._tables[(k_g, mcs)] = _step_table(k_g, mcs, 6.0)
     point = b.ldpc_point(mcs)
@@ -150,13 +152,21 @@ def test_ldpc_one_tb_per_gop(clips, channel):
     else:  # one h per clip shared by its TBs: with equal step tables, both GOPs share one fate
         ok = np.concatenate([b.delivered(point, 10.0, gen) for _ in range(50)])
         assert (ok[:, 0] == ok[:, 1]).all() and 0 < ok.mean() < 1
-    # The per-frame MSE table equals what video_codecs.reconstruct delivers, for every loss pattern.
+    # The per-frame MSE (and LPIPS) tables equal what video_codecs.reconstruct delivers, for every loss pattern.
     for pattern in itertools.product([False, True], repeat=len(b.gops)):
         mse = b.frame_mse(point, np.array([pattern] * len(clips)))
+        lpips = b.frame_lpips(point, np.array([pattern] * len(clips))) if channel == "awgn" else None
         for i in range(len(clips)):
             received = b.receive(i, point, pattern)
             ref = ((received.double() - clips.clip(i).double()) / 255).square().mean(dim=(1, 2, 3)).numpy()
             np.testing.assert_allclose(mse[i], ref, rtol=1e-12)
+            if lpips is not None:
+                with torch.no_grad():
+                    ref = M.lpips_distance(b._lpips, received.float() / 255, clips.clip(i).float() / 255)
+                np.testing.assert_allclose(lpips[i], ref.double().numpy(), atol=1e-6)
+    if channel == "awgn":
+        out = b.sweep([0.0, 10.0], mcs, n_channel_draws=1)
+        assert out["metrics"]["lpips"][0] > out["metrics"]["lpips"][1] and "lpips" in out["per_frame"][0]
     rec = coded[0].result.reconstruction
     assert torch.equal(b.receive(0, point, [True, False])[4], rec[3])  # GOP 1 lost: frame 3 frozen
     lost_first = b.receive(0, point, [False, True])
