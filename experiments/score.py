@@ -157,11 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         from jscc import metrics as M
         from jscc.results import provenance, write_json
 
-        lpips_nets = [M.LPIPS_NETS[m] for m in metrics if m in M.LPIPS_NETS]
         out = {"schema": "jscc-score/1", "ref": args.ref, "dist": args.dist, "n_images": len(rows),
                "metrics": metrics, "mean": summary, "images": rows, "notes": notes,
                "provenance": provenance(command="jscc score " + shlex.join(sys.argv[2:] if argv is None else argv),
-                                        device=args.device, lpips_backbones=M.lpips_backbone_sources(lpips_nets))}
+                                        device=args.device, lpips_backbones=M.lpips_backbone_sources(metrics))}
         # JSON has no infinity: identical pairs are written with PSNR null
         for r in out["images"]:
             if "psnr" in r and not math.isfinite(r["psnr"]):

@@ -199,8 +199,7 @@ def sweep_results(
         "metrics": summary,
         "n_channel_draws": n_channel_draws,
         "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed,
-                                 lpips_backbones=M.lpips_backbone_sources(
-                                     M.LPIPS_NETS[m] for m in metrics if m in M.LPIPS_NETS)),
+                                 lpips_backbones=M.lpips_backbone_sources(metrics)),
     }
     if per_frame is not None:
         results["metrics_per_frame"] = per_frame

@@ -235,9 +235,10 @@ def load_lpips_scorers(metrics: Iterable[str], device: str | torch.device = "cpu
     return {m: load_lpips(device, net) for m, net in LPIPS_NETS.items() if m in metrics}
 
 
-def lpips_backbone_sources(nets: Iterable[str]) -> dict[str, str]:
-    """``{net: source of its trunk}`` for the results' provenance (:func:`jscc.lpips_backbones.backbone_state_dict`)."""
-    return {net: backbone_state_dict(net)[1] for net in nets}
+def lpips_backbone_sources(metrics: Iterable[str]) -> dict[str, str]:
+    """``{net: source of its trunk}`` of the LPIPS metrics among ``metrics``, for the results' provenance
+    (:func:`jscc.lpips_backbones.backbone_state_dict`)."""
+    return {LPIPS_NETS[m]: backbone_state_dict(LPIPS_NETS[m])[1] for m in metrics if m in LPIPS_NETS}
 
 
 def lpips_distance(model: torch.nn.Module, x_hat: Tensor, x: Tensor) -> Tensor:

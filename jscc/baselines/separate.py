@@ -42,8 +42,8 @@ import channels.links as L
 from channels import awgn_capacity, rayleigh_outage_probability
 from jscc.baselines.codecs import (FALLBACK_MODES, bits_to_bytes, encode_dataset_to_budgets, fallback_image, get_codec,
                                    to_uint8_image)
-from jscc.data import ImageSet
 from jscc import metrics as M
+from jscc.data import ImageSet
 from jscc.metrics import MetricAccumulator
 
 PSNR_CAP_DB = 100.0
@@ -375,8 +375,7 @@ def separate_results(b, snr_db: Sequence[float], design, out: dict, *, name: str
         "snr_db": [float(s) for s in snr_db],
         "metrics": out["metrics"],
         "n_channel_draws": n_channel_draws,
-        "provenance": provenance(command=command, seed=seed, lpips_backbones=M.lpips_backbone_sources(
-            M.LPIPS_NETS[m] for m in b.metrics if m in M.LPIPS_NETS)),
+        "provenance": provenance(command=command, seed=seed, lpips_backbones=M.lpips_backbone_sources(b.metrics)),
         "notes": notes + _cb_scaled_note(b),
     }
     if b.link == "ldpc":

@@ -6,12 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 M=${MODEL:-deepwive-photos-5_128-awgn}
 common=(--data ../shared/data/video --data-name "BasketballPass 416x240" --frames 17 --snr 0:20:2 --n-channel-draws 4
-        --metrics psnr ms_ssim --quiet)
+        --metrics psnr ms_ssim lpips --quiet)
 .venv/bin/jscc sweep $M "${common[@]}" --allocation-policy agent --name "DeepWiVe (agent)" --out results/video-basketballpass/deepwive-agent.json
 .venv/bin/jscc sweep $M "${common[@]}" --allocation-policy uniform --name "DeepWiVe (uniform)" --out results/video-basketballpass/deepwive-uniform.json
 .venv/bin/jscc sweep $M "${common[@]}" --allocation-policy uniform --intra-only --name "per-frame image JSCC (key-frame codec)" \
   --out results/video-basketballpass/per-frame-jscc.json
-for metric in psnr ms_ssim; do
+for metric in psnr ms_ssim lpips; do
   .venv/bin/jscc plot results/video-basketballpass/*.json results/video-basketballpass/h26*/*.json --metric $metric \
     --title "BasketballPass 416x240, 17 frames, k/n = 2/51, AWGN" --out results/video-basketballpass-$metric.png
 done

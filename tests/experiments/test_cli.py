@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -166,9 +167,29 @@ def test_dispatcher(capsys):
     assert cli.main(["nope"]) == 2
     captured = capsys.readouterr()
     assert "unknown subcommand 'nope'" in captured.err and "usage: jscc" in captured.out
-    assert cli.main([]) == 0
+    assert cli.main([]) == 2  # nothing asked: usage, and a failure code
     assert "train" in capsys.readouterr().out
     assert cli.main(["--help"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out.startswith("jscc ")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["sweep", "no-such-model", "--out", "x.json"], "jscc sweep: error: 'no-such-model' is neither a checkpoint"),
+    (["baseline", "--design-snr", "10", "--bandwidth-ratio", "1/0", "--out", "x.json"],
+     "jscc baseline: error: malformed ratio '1/0'"),
+    (["baseline", "--design-snr", "10", "--bandwidth-ratio", "abc", "--out", "x.json"],
+     "jscc baseline: error: malformed ratio 'abc'"),
+    (["plot", "missing.json", "--out", "x.png"], "jscc plot: error: .*missing.json"),
+])
+def test_user_errors_are_one_line(argv, match, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and re.match(match, err), err
+    assert not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises((ValueError, OSError, SystemExit)):  # --debug: the traceback
+        cli.main([*argv, "--debug"])
 
 
 def test_subcommand_help_exits_zero():

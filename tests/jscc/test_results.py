@@ -290,3 +290,20 @@ def test_sha256_file_chunked(tmp_path):
     f = tmp_path / "blob"
     f.write_bytes(data)
     assert sha256_file(f, chunk_size=1000) == sha256_file(f) == hashlib.sha256(data).hexdigest()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Atomic writers publish with the permissions of a normally created file (mkstemp makes 0600)."""
+    import os
+    import stat
+
+    from jscc.results import atomic_torch_save, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "r.json")
+        atomic_torch_save({"a": 1}, tmp_path / "c.pt")
+    finally:
+        os.umask(old)
+    for name in ("r.json", "c.pt"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644
