@@ -8,6 +8,17 @@ import re
 import torch
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (counts, sizes, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def parse_snr_list(values: list[str] | str) -> list[float]:
     """SNR list from ``a:b:s`` ranges (``b`` included), comma lists and several values.
 
@@ -90,7 +101,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None
                    f"(torchvision, with --data-root){help_suffix}")
     g.add_argument("--data-root", default=None, help="torchvision dataset root (for --data cifar10)")
     g.add_argument("--download", action="store_true", help="allow torchvision to download CIFAR-10 into --data-root")
-    g.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    g.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
     g.add_argument("--data-name", default=None, help="dataset name recorded in results (default: the path)")
 
 

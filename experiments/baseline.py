@@ -22,7 +22,7 @@ from pathlib import Path
 
 from channels.links import BLER_BUDGETS
 from experiments.args import (add_data_args, add_device_args, add_snr_args, apply_device_args, parse_key_values,
-                              parse_snr_list, summary_line)
+                              parse_snr_list, positive_int, summary_line)
 from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
 from jscc.baselines.separate import BASELINE_METRICS, LINKS, SeparateBaseline, baseline_results
 from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
@@ -38,9 +38,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--codec-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="codec option, e.g. num_resolutions=6 keep_comment=true (Pillow's JPEG2000 defaults); "
                         "video: preset=slow, rate_mode=crf, chroma=444, ... (VideoCodec)")
-    p.add_argument("--frames", type=int, default=None, metavar="T",
+    p.add_argument("--frames", type=positive_int, default=None, metavar="T",
                    help="video: --data is a folder of clips (frame folders or video files); the first T frames of each")
-    p.add_argument("--gop", type=int, default=None,
+    p.add_argument("--gop", type=positive_int, default=None,
                    help="video: frames per GOP, an IDR frame every GOP frames (default 4; >= T: one GOP)")
     p.add_argument("--link", default="capacity", choices=LINKS, help="capacity-achieving code or 5G LDPC + QAM")
     p.add_argument("--channel", default="awgn", choices=["awgn", "rayleigh"],
@@ -56,17 +56,17 @@ def setup_args() -> argparse.ArgumentParser:
                    help="default: full for images, payload (slice NAL units) for video")
     p.add_argument("--fallback", default=None, choices=[*FALLBACK_MODES, *VIDEO_FALLBACK_MODES],
                    help="default: image_mean for images, clip_mean for video")
-    p.add_argument("--n-channel-draws", type=int, default=10)
+    p.add_argument("--n-channel-draws", type=positive_int, default=10)
     p.add_argument("--ldpc-mode", default="cached", choices=["cached", "exact"],
                    help="LDPC: cached BLER curves (fast) or the exact bit-level chain with the codec's bytes")
-    p.add_argument("--bler-blocks", type=int, default=1000, help="LDPC: Monte-Carlo blocks per SNR of a BLER table")
+    p.add_argument("--bler-blocks", type=positive_int, default=1000, help="LDPC: Monte-Carlo blocks per SNR of a BLER table")
     p.add_argument("--bler-budget", default="standard", choices=sorted(BLER_BUDGETS),
                    help="LDPC: Monte-Carlo budget of the BLER tables: standard (--bler-blocks, 100 errors, 0.25 dB "
                         "grid) or fast (300 blocks, 20 errors, 0.1 dB grid from the Shannon limit: ~3x cheaper for "
                         "large images, threshold within ~0.1 dB; channels.links.bler_table; ignores --bler-blocks)")
-    p.add_argument("--workers", type=int, default=2, help="processes for source coding")
+    p.add_argument("--workers", type=positive_int, default=2, help="processes for source coding")
     add_data_args(p, default="sample", help_suffix="; test images (one pixel count)")
-    p.add_argument("--crop", type=int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")
+    p.add_argument("--crop", type=positive_int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=BASELINE_METRICS,
                    help="metrics of the reconstructions (default: %(default)s; same size rules as jscc sweep: "
                         "ms_ssim >= 161 px else SSIM, lpips >= 31 px else dropped); video clips always report PSNR and "

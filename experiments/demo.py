@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from channels import AWGN, seed_everything
-from experiments.args import add_snr_args, parse_snr_list
+from experiments.args import add_snr_args, parse_snr_list, positive_int
 from experiments.plot import plot_results
 from jscc import zoo
 from jscc.checkpoint import load
@@ -36,11 +36,11 @@ def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (default: %(default)s)")
     p.add_argument("--train", action="store_true", help="train a small model instead of loading the zoo model")
-    p.add_argument("--epochs", type=int, default=12, help="--train epochs (default: %(default)s)")
-    p.add_argument("--steps-per-epoch", type=int, default=60, help="--train batches of 64 crops per epoch")
+    p.add_argument("--epochs", type=positive_int, default=12, help="--train epochs (default: %(default)s)")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=60, help="--train batches of 64 crops per epoch")
     add_snr_args(p)
-    p.add_argument("--n-channel-draws", type=int, default=5)
-    p.add_argument("--crop", type=int, default=256, help="test photos are centre-cropped to CROPxCROP")
+    p.add_argument("--n-channel-draws", type=positive_int, default=5)
+    p.add_argument("--crop", type=positive_int, default=256, help="test photos are centre-cropped to CROPxCROP")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     return p

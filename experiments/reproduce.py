@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from channels import build_channel
-from experiments.args import add_snr_args, parse_snr_list, summary_line
+from experiments.args import add_snr_args, parse_snr_list, positive_int, summary_line
 from experiments import reproduce_generative
 from experiments.plot import expand_prefixes, plot_results, plot_vs_bandwidth
 from jscc.baselines.separate import SeparateBaseline, baseline_results
@@ -92,9 +92,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--data-name", default=None, help="dataset name recorded in results (default: the figure's)")
     p.add_argument("--full", action="store_true", help=f"all images (default: a fixed {SUBSET_SIZE}-image subset)")
     add_snr_args(p, default="0:25:1")
-    p.add_argument("--n-channel-draws", type=int, default=10)
+    p.add_argument("--n-channel-draws", type=positive_int, default=10)
     p.add_argument("--no-baseline", action="store_true", help="skip JPEG2000 + capacity")
-    p.add_argument("--workers", type=int, default=2, help="processes for JPEG2000 coding")
+    p.add_argument("--workers", type=positive_int, default=2, help="processes for JPEG2000 coding")
     p.add_argument("--out", default=None, help="output folder (default results/FIGURE)")
     reproduce_generative.add_arguments(p)
     return p

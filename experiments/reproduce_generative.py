@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from channels import AWGN
-from experiments.args import summary_line
+from experiments.args import positive_int, summary_line
 from experiments.plot import plot_results
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import ImageSet
@@ -79,11 +79,11 @@ def add_arguments(p) -> None:
     g.add_argument("--base", default=None, help="DeepJSCC checkpoint or zoo name (default: the figure's)")
     g.add_argument("--prior", default=None, help="StyleGAN2 prior checkpoint or zoo name (default: the figure's)")
     g.add_argument("--generative", default=None, help="GenerativeJSCC checkpoint or zoo name (default: the figure's)")
-    g.add_argument("--n-images", type=int, default=None,
+    g.add_argument("--n-images", type=positive_int, default=None,
                    help="held-out test images (default 256; --full: all but the prior's validation images)")
     g.add_argument("--held-out", type=int, default=None,
                    help="skip the first N test images: the prior's validation set (default: the figure's, 64)")
-    g.add_argument("--inversion-steps", type=int, default=100, help="InverseJSCC: Adam steps per batch (default: %(default)s)")
+    g.add_argument("--inversion-steps", type=positive_int, default=100, help="InverseJSCC: Adam steps per batch (default: %(default)s)")
     g.add_argument("--inversion-lr", type=float, default=0.05, help="InverseJSCC: learning rate (default: %(default)s)")
     g.add_argument("--inversion-beta", type=float, default=None,
                    help="InverseJSCC: weight of the perceptual term beside MSE (weight 1; default: "
@@ -91,7 +91,7 @@ def add_arguments(p) -> None:
     g.add_argument("--perceptual", default="lpips-alex", choices=["lpips-alex", "lpips-vgg", "disc-features", "ssim"],
                    help="perceptual distance of the inversion (default: %(default)s); a substitute (disc-features: "
                         "the prior's discriminator; ssim) is also reported under its own name beside LPIPS")
-    g.add_argument("--grid-images", type=int, default=8, help="images in the picture grid (default: %(default)s)")
+    g.add_argument("--grid-images", type=positive_int, default=8, help="images in the picture grid (default: %(default)s)")
 
 
 def held_out_subset(dataset: ImageSet, held_out: int, n_images: int | None) -> ImageSet:

@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.args import add_device_args, apply_device_args
+from experiments.args import add_device_args, apply_device_args, positive_int
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg")
 DEFAULT = ("psnr", "ssim", "lpips")
@@ -34,7 +34,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--dist", required=True, help="reconstructed (distorted) image file or folder")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT), choices=METRICS,
                    help="default: %(default)s (lpips: lower is better)")
-    p.add_argument("--batch-size", type=int, default=16, help="images scored together, per size (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images scored together, per size (default 16)")
     p.add_argument("--out", default=None, help="JSON file for the per-image values and the means")
     add_device_args(p)
     return p
@@ -130,8 +130,6 @@ def summarise(rows: list[dict], metrics: list[str]) -> dict[str, dict[str, float
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     try:
-        if args.batch_size < 1:
-            raise ScoreError(f"--batch-size must be >= 1, got {args.batch_size}")
         apply_device_args(args)
         pairs = pair_files(Path(args.ref), Path(args.dist))
         rows, metrics, notes = score_pairs(pairs, list(dict.fromkeys(args.metrics)), args.device, args.batch_size)

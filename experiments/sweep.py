@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from experiments.args import (add_channel_args, add_data_args, add_device_args, add_snr_args, apply_device_args,
-                              channel_from_args, parse_snr_list, summary_line)
+                              channel_from_args, parse_snr_list, positive_int, summary_line)
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
@@ -28,14 +28,14 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("model", help="checkpoint path or zoo name")
     add_data_args(p, default="sample", help_suffix="; test images")
     add_snr_args(p)
-    p.add_argument("--frames", type=int, default=None, metavar="T",
+    p.add_argument("--frames", type=positive_int, default=None, metavar="T",
                    help="video models: --data is a folder of clips; evaluate the first T frames of each")
     p.add_argument("--allocation-policy", default=None, choices=POLICIES,
                    help="deepwive: bandwidth allocation among a GOP's frames (default: the model's policy)")
     p.add_argument("--intra-only", action="store_true",
                    help="deepwive: the per-frame reference, every frame coded alone by the key-frame codec "
                         "at the same bandwidth (chunks of the allocation policy)")
-    p.add_argument("--n-channel-draws", type=int, default=10, help="channel realisations per image and SNR (default 10)")
+    p.add_argument("--n-channel-draws", type=positive_int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=IMAGE_METRICS,
                    help="metrics (default: %(default)s; lpips = LPIPS v0.1 AlexNet, lower is better, offline; "
                         "ms_ssim needs images >= 161 px, else SSIM; lpips needs >= 31 px (lpips_vgg 16 px), else "
@@ -43,7 +43,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--perceptual", default="ssim", metavar="NAME",
                    help="with --metrics perceptual: ssim (1 - SSIM), lpips-alex, or disc-features=SOURCE (a "
                         "train-prior prior.pt or last.pt, or a zoo prior name); recorded under its own name (default ssim)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     add_channel_args(p, default=None)
     p.add_argument("--stop-psnr", type=float, default=None, metavar="DB",
                    help="layered models sending layer by layer (deepjscc-f, deepjscc-l-residual): variable-length "

@@ -17,7 +17,7 @@ import torch
 
 from channels import seed_everything
 from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args,
-                             parse_key_values)
+                              parse_key_values, positive_int)
 from jscc.checkpoint import read_checkpoint, resolve_checkpoint
 from jscc.data import ImageSet, holdout_split, load_dataset
 from jscc.registry import get_model_class, list_models
@@ -33,22 +33,22 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model option, VALUE parsed as JSON (e.g. hidden=[32,64,64,64]); repeatable")
     add_data_args(p, default="sample", help_suffix="; training images")
-    p.add_argument("--crop", type=int, default=None, help="train on random CROPxCROP patches (large images)")
-    p.add_argument("--samples-per-epoch", type=int, default=None,
+    p.add_argument("--crop", type=positive_int, default=None, help="train on random CROPxCROP patches (large images)")
+    p.add_argument("--samples-per-epoch", type=positive_int, default=None,
                    help="with --crop: random crops per epoch (each image repeated evenly; default one per image)")
-    p.add_argument("--frames", type=int, default=None, metavar="T",
+    p.add_argument("--frames", type=positive_int, default=None, metavar="T",
                    help="video models (deepwive): clips of T frames (1 + 4m); --data is a folder of clips (frame "
                         "folders, video files, UCF-101) unless --synthetic-motion")
     p.add_argument("--synthetic-motion", action="store_true",
                    help="with --frames and --crop: clips of random pans/zooms/rotations over the still images of --data")
     p.add_argument("--val-data", default=None, help="validation images (default: hold out --val-size training images)")
-    p.add_argument("--val-size", type=int, default=1000, help="validation images (default: %(default)s)")
+    p.add_argument("--val-size", type=positive_int, default=1000, help="validation images (default: %(default)s)")
     add_channel_args(p)
     snr = p.add_mutually_exclusive_group()
     snr.add_argument("--train-snr", type=float, default=None, help="training SNR in dB (default 10)")
     snr.add_argument("--train-snr-range", type=float, nargs=2, metavar=("LO", "HI"), help="uniform training SNR range in dB")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-schedule", default="cosine", choices=["none", "cosine", "step"])
     p.add_argument("--loss", default="mse", choices=["mse", "psnr"],

@@ -17,7 +17,7 @@ import sys
 
 
 from channels import seed_everything
-from experiments.args import add_data_args, add_device_args, apply_device_args
+from experiments.args import add_data_args, add_device_args, apply_device_args, positive_int
 from jscc.data import ImageSet, holdout_split, load_dataset
 from jscc.priors import PriorTrainConfig, train_prior
 
@@ -27,7 +27,7 @@ DEFAULTS = PriorTrainConfig()
 def setup_args() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jscc train-prior", description=__doc__.split("\n\n")[0])
     add_data_args(p, help_suffix="; training images (required)")
-    p.add_argument("--crop", type=int, default=None,
+    p.add_argument("--crop", type=positive_int, default=None,
                    help="train on random CROPxCROP patches of larger photos (CROP = --resolution)")
     p.add_argument("--val-data", default=None, help="held-out images (default: hold out --val-size training images)")
     p.add_argument("--val-size", type=int, default=64,
@@ -45,9 +45,9 @@ def setup_args() -> argparse.ArgumentParser:
     size.add_argument("--w-dim", type=int, default=DEFAULTS.w_dim, help="latent width (default: %(default)s)")
     size.add_argument("--n-mapping", type=int, default=DEFAULTS.n_mapping, help="mapping layers (default: %(default)s)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    t.add_argument("--samples-per-epoch", type=int, default=None,
+    t.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs)
+    t.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
+    t.add_argument("--samples-per-epoch", type=positive_int, default=None,
                    help="real images per epoch (default: the training set; one checkpoint per epoch)")
     t.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam lr of G and D (default: %(default)s)")
     t.add_argument("--r1-gamma", type=float, default=DEFAULTS.r1_gamma, help="R1 weight, 0 = off (default: %(default)s)")

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from experiments import sweep as sweep_cli
-from experiments.args import parse_snr_list
+from experiments.args import parse_snr_list, positive_int
 from jscc.checkpoint import atomic_torch_save, load, read_checkpoint
 from jscc.data import load_dataset
 from jscc.results import read_results, sha256_file, write_json
@@ -36,9 +36,9 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="test images of the reported metrics")
     p.add_argument("--data-name", default="cifar10-test (JPEG copy)")
     p.add_argument("--snr", default="10", help="JSCC models: test SNRs (default: %(default)s)")
-    p.add_argument("--n-channel-draws", type=int, default=10)
-    p.add_argument("--frames", type=int, default=None, help="video models: frames per clip of the sweep")
-    p.add_argument("--n-images", type=int, default=256, help="priors: images projected (default: %(default)s)")
+    p.add_argument("--n-channel-draws", type=positive_int, default=10)
+    p.add_argument("--frames", type=positive_int, default=None, help="video models: frames per clip of the sweep")
+    p.add_argument("--n-images", type=positive_int, default=256, help="priors: images projected (default: %(default)s)")
     p.add_argument("--skip", type=int, default=64, help="priors: first images left out (its validation set)")
     p.add_argument("--projection-steps", type=int, default=100)
     p.add_argument("--train-command", required=True)

@@ -87,7 +87,6 @@ def _bad_cases(tmp_path, write_pngs):
         (["--ref", ref, "--dist", str(tmp_path / "nowhere")], "--dist .*nowhere: no such file or folder"),
         (["--ref", ref, "--dist", str(tmp_path / "one" / "img_000.png")], "must both be files or both be folders"),
         (["--ref", ref, "--dist", str(tmp_path / "empty")], "--dist no images"),
-        (["--ref", ref, "--dist", ref, "--batch-size", "0"], "--batch-size must be >= 1"),
     ]
 
 
@@ -100,6 +99,13 @@ def test_score_errors_are_one_line(tmp_path, write_pngs, capsys):
 
         assert re.search(match, err), (match, err)
         assert not out.exists()
+
+
+def test_bad_counts_are_refused_by_the_parser(tmp_path, write_pngs, capsys):
+    write_pngs(tmp_path / "a", [(32, 32)])
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["score", "--ref", str(tmp_path / "a"), "--dist", str(tmp_path / "a"), "--batch-size", "0"])
+    assert stop.value.code == 2 and "must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_read_image_16_bit_grey(tmp_path):
