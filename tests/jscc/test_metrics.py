@@ -200,3 +200,23 @@ def test_accumulator_errors():
         acc.add(0, "psnr", torch.tensor([float("inf")]))
     with pytest.raises(ValueError, match="no values"):
         acc.add(0, "psnr", torch.tensor([]))
+
+
+def test_lpips_reference_cache_is_exact_and_safe():
+    """Cached reference features give lpips' own values; a changed or new reference is recomputed."""
+    model = load_lpips()
+    x = _images(b=3, h=40, w=48)
+    with torch.no_grad():
+        for seed in (1, 2):
+            y = _noisy(x, sigma=0.1, seed=seed)
+            torch.testing.assert_close(lpips_distance(model, y, x), model(y, x, normalize=True).reshape(3),
+                                       rtol=0, atol=0)
+        x.mul_(0.5)  # in place: the cache must notice
+        torch.testing.assert_close(lpips_distance(model, y, x), model(y, x, normalize=True).reshape(3), rtol=0, atol=0)
+        for seed in (3, 4):  # a fresh reference each time (same shape)
+            z = _images(b=3, h=40, w=48, seed=seed)
+            torch.testing.assert_close(lpips_distance(model, y, z), model(y, z, normalize=True).reshape(3),
+                                       rtol=0, atol=0)
+    y = y.clone().requires_grad_(True)
+    lpips_distance(model, y, x).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
