@@ -81,7 +81,7 @@ def _finish(out: Path, plt, fig, axes, *, many: bool, title: str | None) -> Path
     axes = axes if isinstance(axes, list) else [axes]
     for ax in axes:
         ax.grid(True, alpha=0.3)
-    if many:
+    if many or len(axes) > 1:  # outside the last panel: several panels leave no free corner
         axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         axes[-1].legend(fontsize=8)
