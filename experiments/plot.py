@@ -117,13 +117,21 @@ def plot_vs_bandwidth(results: list[dict], metric: str, snr_db: float, out: str 
 def plot_results(results: list[dict], metric: str | list[str], out: str | Path, *, title: str | None = None,
                  std: bool = False) -> Path:
     """Draw ``metric`` vs ``snr_db`` for each results dict and save the figure to ``out``; several
-    metrics (e.g. ``["psnr", "lpips"]``) draw one panel each, side by side, with one legend."""
+    metrics (e.g. ``["psnr", "lpips"]``) draw one panel each, side by side, with one legend. A result
+    without a metric is an error for a single panel, and left out of that panel (with a line on
+    stderr) when there are several."""
     metrics = [metric] if isinstance(metric, str) else list(metric)
     many = len(results) > 6
     out, plt, fig, axes = _new_figure(out, many, len(metrics))
     try:
         for m, ax in zip(metrics, axes):
-            _draw_metric(plt, ax, results, m, std)
+            shown = results
+            if len(metrics) > 1:
+                shown = [r for r in results if m in r["metrics"]]
+                for r in results:
+                    if m not in r["metrics"]:
+                        print(f"note: {r['name']} has no {m}: left out of the {m} panel", file=sys.stderr)
+            _draw_metric(plt, ax, shown, m, std)
     except ValueError:
         plt.close(fig)
         raise

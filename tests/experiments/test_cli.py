@@ -99,13 +99,17 @@ def test_sweep_drops_lpips_for_small_images_with_a_note(ckpt, tmp_path, write_pn
     assert "too small for lpips" in res["notes"] and "too small for lpips" in capsys.readouterr().err
 
 
-def test_plot_rejects_other_suffix_and_missing_metric(ckpt, data, tmp_path):
+def test_plot_rejects_other_suffix_and_missing_metric(ckpt, data, tmp_path, capsys):
     out = tmp_path / "r.json"
     _sweep(ckpt, data, out, "--metrics", "psnr")
     with pytest.raises(ValueError, match=r"\.png or \.pdf"):
         plot.main([str(out), "--out", str(tmp_path / "fig.jpg")])
     with pytest.raises(ValueError, match="no metric 'ssim'"):
         plot.main([str(out), "--metric", "ssim", "--out", str(tmp_path / "fig.png")])
+    full = tmp_path / "full.json"
+    _sweep(ckpt, data, full)  # psnr ssim lpips
+    assert plot.main([str(out), str(full), "--metric", "psnr", "lpips", "--out", str(tmp_path / "two.png")]) == 0
+    assert "has no lpips: left out of the lpips panel" in capsys.readouterr().err
 
 
 def test_sweep_records_a_substitute_perceptual_metric_under_its_name(ckpt, data, tmp_path):
