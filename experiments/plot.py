@@ -81,10 +81,12 @@ def _finish(out: Path, plt, fig, axes, *, many: bool, title: str | None) -> Path
     axes = axes if isinstance(axes, list) else [axes]
     for ax in axes:
         ax.grid(True, alpha=0.3)
+    # one legend, of the panel with the most curves (a panel may leave out results without its metric)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[0]))
     if many or len(axes) > 1:  # outside the last panel: several panels leave no free corner
-        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
-        axes[-1].legend(fontsize=8)
+        axes[-1].legend(handles, labels, fontsize=8)
     if title:
         text = "\n".join(textwrap.wrap(title, 64 * len(axes)))
         (fig.suptitle(text, fontsize=10) if len(axes) > 1 else axes[0].set_title(text, fontsize=10))
@@ -123,6 +125,7 @@ def plot_results(results: list[dict], metric: str | list[str], out: str | Path, 
     metrics = [metric] if isinstance(metric, str) else list(metric)
     many = len(results) > 6
     out, plt, fig, axes = _new_figure(out, many, len(metrics))
+    colors = _colors(plt, results)
     try:
         for m, ax in zip(metrics, axes):
             shown = results
@@ -131,19 +134,29 @@ def plot_results(results: list[dict], metric: str | list[str], out: str | Path, 
                 for r in results:
                     if m not in r["metrics"]:
                         print(f"note: {r['name']} has no {m}: left out of the {m} panel", file=sys.stderr)
-            _draw_metric(plt, ax, shown, m, std)
+            _draw_metric(ax, shown, m, std, colors)
     except ValueError:
         plt.close(fig)
         raise
     return _finish(out, plt, fig, axes, many=many, title=title)
 
 
-def _draw_metric(plt, ax, results: list[dict], metric: str, std: bool) -> None:
-    """One panel: ``metric`` vs SNR of every result."""
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+def _colors(plt, results: list[dict]) -> dict[int, str]:
+    """Colour of each result (by ``id``), the same in every panel: models, then baselines, each by
+    training / design SNR; the i-th baseline takes the i-th model's colour, so a model and the
+    baseline designed for its training SNR match."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     used = {False: 0, True: 0}
-    # Models, then baselines, each by training / design SNR; the i-th baseline takes the i-th model's
-    # colour, so a model and the baseline designed for its training SNR match.
+    colors = {}
+    for res in sorted(results, key=_order):
+        baseline = "codec" in res
+        colors[id(res)] = cycle[used[baseline] % len(cycle)]
+        used[baseline] += 1
+    return colors
+
+
+def _draw_metric(ax, results: list[dict], metric: str, std: bool, colors: dict[int, str]) -> None:
+    """One panel: ``metric`` vs SNR of every result, coloured by :func:`_colors`."""
     perceptual_names = set()
     for res in sorted(results, key=_order):
         values = res["metrics"].get(metric)
@@ -154,10 +167,8 @@ def _draw_metric(plt, ax, results: list[dict], metric: str, std: bool) -> None:
             values = values["values"]
         baseline = "codec" in res
         label = f"{res['name']} (k/n={res['bandwidth_ratio_str']})"
-        color = colors[used[baseline] % len(colors)]
-        used[baseline] += 1
         (line,) = ax.plot(res["snr_db"], values, "--" if baseline else "-", marker="o" if not baseline else "s",
-                          markersize=3.5, label=label, color=color)
+                          markersize=3.5, label=label, color=colors[id(res)])
         spread = res["metrics"].get(f"{metric}_std")
         if std and spread is not None:
             lo = [v - s for v, s in zip(values, spread)]
