@@ -76,9 +76,8 @@ def _new_figure(out: str | Path, wide: bool, panels: int = 1):
     return out, plt, fig, list(axes[0])
 
 
-def _finish(out: Path, plt, fig, axes, *, many: bool, title: str | None) -> Path:
+def _finish(out: Path, plt, fig, axes: list, *, many: bool, title: str | None) -> Path:
     """Grid on every panel, the legend on the last, the title over all; save and close."""
-    axes = axes if isinstance(axes, list) else [axes]
     for ax in axes:
         ax.grid(True, alpha=0.3)
     # one legend, of the panel with the most curves (a panel may leave out results without its metric)
@@ -113,7 +112,7 @@ def plot_vs_bandwidth(results: list[dict], metric: str, snr_db: float, out: str 
                 label=res["name"])
     ax.set_xlabel("cumulative bandwidth ratio k/n")
     ax.set_ylabel(f"{METRIC_LABELS[metric]} at {snr_db:g} dB")
-    return _finish(out, plt, fig, ax, many=len(results) > 6, title=title)
+    return _finish(out, plt, fig, [ax], many=len(results) > 6, title=title)
 
 
 def plot_results(results: list[dict], metric: str | list[str], out: str | Path, *, title: str | None = None,

@@ -86,8 +86,6 @@ def pair_files(ref: Path, dist: Path) -> list[tuple[str, Path, Path]]:
 
 def score_pairs(pairs, metrics, device="cpu", batch_size: int = 16) -> tuple[list[dict], list[str], list[str]]:
     """Per-image rows ``{"name", "ref", "dist", "height", "width", metric: value}``, the metrics kept, notes."""
-    import torch
-
     from jscc import metrics as M
     from jscc.data import read_image
 
@@ -104,9 +102,8 @@ def score_pairs(pairs, metrics, device="cpu", batch_size: int = 16) -> tuple[lis
         dists.append(d.float().div(255).to(device))
     kept, notes = M.metrics_for_sizes(metrics, (tuple(r.shape[1:]) for r in refs))
     values = M.per_image_metrics(dists, refs, kept, M.load_lpips_scorers(kept, device), batch_size=batch_size)
-    if "psnr" in kept:
-        mse = torch.stack([(d.double() - r.double()).square().mean() for d, r in zip(dists, refs)]).cpu()
-        values["psnr"] = torch.where(mse > 0, -10 * torch.log10(mse.clamp_min(1e-300)), torch.full_like(mse, math.inf))
+    if "psnr" in kept:  # float64, +inf for identical images (summarise and the JSON writer handle it)
+        values["psnr"] = [M.psnr(d[None].double(), r[None].double()).item() for d, r in zip(dists, refs)]
     rows = [{"name": name, "ref": str(ref), "dist": str(dist), "height": int(r.shape[1]), "width": int(r.shape[2]),
              **{m: float(values[m][i]) for m in kept}} for i, ((name, ref, dist), r) in enumerate(zip(pairs, refs))]
     return rows, kept, notes

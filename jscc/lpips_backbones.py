@@ -228,8 +228,7 @@ def _offline() -> bool:
 
 
 def _load_tensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in state.items()}
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def _checked(state: dict[str, Tensor], net: str, path: str | os.PathLike) -> dict[str, Tensor]:

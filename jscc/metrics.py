@@ -179,7 +179,6 @@ def ms_ssim(x_hat: Tensor, x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- LPIPS
 
 
-LPIPS_NETS = ("alex", "vgg")
 # The smallest image side (px) each trunk accepts: AlexNet's stride-4 conv and two 3x3/2 max-pools
 # leave no pixel below 31 px; VGG16's four 2x2 max-pools need 16 px.
 LPIPS_MIN_SIDE = {"alex": 31, "vgg": 16}
@@ -205,7 +204,7 @@ def load_lpips(device: str | torch.device = "cpu", net: str = "alex") -> torch.n
         net: ``"alex"`` (the metric, default) or ``"vgg"``.
 
     Returns:
-        ``lpips.LPIPS`` module with ``net`` and ``backbone_source`` attributes; use it through
+        ``lpips.LPIPS`` module with ``net_name`` and ``backbone_source`` attributes; use it through
         :func:`lpips_distance`.
 
     Raises:
