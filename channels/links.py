@@ -64,6 +64,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -450,6 +451,12 @@ class TransportBlockLayout:
     def info_rate(self) -> float:
         """Payload bits per complex channel use, ``tb_size / k``."""
         return self.tb_size / self.k
+
+    @property
+    def shannon_limit_db(self) -> float:
+        """Es/N0 (dB) at which the AWGN capacity equals :attr:`info_rate`, ``10 log10(2^R - 1)``.
+        Below it a TB cannot be decoded reliably (its BLER is far above 1e-2)."""
+        return 10 * math.log10(2 ** self.info_rate - 1)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"codeword_lengths": list(self.codeword_lengths)}
@@ -936,9 +943,14 @@ class BlerTable:
     ``n_errors`` int64 ``(P,)``. Exact tables: ``bler[i] = n_errors[i] / n_blocks[i]``
     (TBs). Code-block-scaled tables (``key["cb_scaled"]``, see :func:`bler_table`):
     ``bler[i] = 1 - (1 - n_errors[i] / n_blocks[i])^C`` with the counts of the surrogate's
-    code blocks. Points above the first error-free point are not simulated
-    (``n_blocks == 0``, ``bler == 0``, assumed by monotonicity). ``key`` identifies the
-    configuration (see :func:`bler_table`).
+    code blocks. Points above an error-free point are not simulated (``n_blocks == 0``,
+    ``bler == 0``, assumed by monotonicity). ``key`` identifies the configuration (see
+    :func:`bler_table`).
+
+    A *lazy* table (``bler_table(..., lazy=True)``) starts with every point **pending**
+    (``bler`` NaN, counts 0) and simulates a point the first time a lookup needs it
+    (:meth:`resolve`); each point has its own seed, so a point has the same value whether it
+    is simulated alone or while building the whole table.
     """
 
     key: dict
@@ -947,6 +959,9 @@ class BlerTable:
     n_blocks: np.ndarray
     n_errors: np.ndarray
     elapsed_s: float = 0.0
+    #: ``fill(table, indices)`` simulates pending points (ascending indices); None: a complete table.
+    fill: Callable[["BlerTable", np.ndarray], None] | None = dataclasses.field(default=None, repr=False,
+                                                                                 compare=False)
 
     @property
     def mcs(self) -> MCS:
@@ -961,9 +976,31 @@ class BlerTable:
         """True for a code-block-scaled table (BLER of a single-code-block surrogate, scaled to C blocks)."""
         return bool(self.key.get("cb_scaled", False))
 
+    @property
+    def pending(self) -> np.ndarray:
+        """bool ``(P,)``: points not simulated yet (lazy tables)."""
+        return np.isnan(self.bler)
+
+    def resolve(self, index=None) -> "BlerTable":
+        """Simulate the pending points among ``index`` (default: all of them, which makes the
+        table complete: the same values as a table built whole). Returns ``self``."""
+        todo = np.flatnonzero(self.pending)
+        if index is not None:
+            todo = np.intersect1d(todo, np.asarray(index, dtype=np.int64))
+        if todo.size:
+            if self.fill is None:
+                raise RuntimeError(f"BLER table {self.key.get('mcs')} k={self.key.get('k')} has pending points "
+                                   f"and no simulator")
+            self.fill(self, todo)
+        return self
+
     def monotone_bler(self) -> np.ndarray:
-        """BLER forced non-increasing in SNR (running minimum), used by :meth:`lookup`."""
-        return np.minimum.accumulate(np.clip(self.bler, 0.0, 1.0))
+        """BLER forced non-increasing in SNR (running minimum over the simulated points; NaN
+        where pending), used by :meth:`lookup`."""
+        b = np.clip(self.bler, 0.0, 1.0)
+        known = ~np.isnan(b)
+        b[known] = np.minimum.accumulate(b[known]) if known.any() else b[known]
+        return b
 
     def lookup(self, snr_lin):
         """BLER at linear SNR(s) (see :func:`bler_lookup`)."""
@@ -971,8 +1008,8 @@ class BlerTable:
 
     def snr_db_at(self, target_bler: float) -> float:
         """Lowest SNR (dB) on the piecewise-linear monotone curve with BLER <= target
-        (``inf`` if the grid never reaches it)."""
-        b = self.monotone_bler()
+        (``inf`` if the grid never reaches it). Simulates the pending points first."""
+        b = self.resolve().monotone_bler()
         idx = np.flatnonzero(b <= target_bler)
         if idx.size == 0:
             return math.inf
@@ -987,7 +1024,7 @@ class BlerTable:
             "schema": TABLE_SCHEMA,
             "key": self.key,
             "snr_db": [float(s) for s in self.snr_db],
-            "bler": [float(b) for b in self.bler],
+            "bler": [None if math.isnan(b) else float(b) for b in self.bler],  # null: pending
             "n_blocks": [int(n) for n in self.n_blocks],
             "n_errors": [int(e) for e in self.n_errors],
             "elapsed_s": float(self.elapsed_s),
@@ -997,9 +1034,32 @@ class BlerTable:
     def from_json(cls, obj: dict) -> "BlerTable":
         if obj.get("schema") != TABLE_SCHEMA:
             raise ValueError(f"not a BLER table (schema {obj.get('schema')!r}, expected {TABLE_SCHEMA!r})")
-        return cls(key=obj["key"], snr_db=np.asarray(obj["snr_db"], np.float64),
-                   bler=np.asarray(obj["bler"], np.float64), n_blocks=np.asarray(obj["n_blocks"], np.int64),
-                   n_errors=np.asarray(obj["n_errors"], np.int64), elapsed_s=float(obj.get("elapsed_s", 0.0)))
+        bler = np.array([math.nan if b is None else b for b in obj["bler"]], np.float64)
+        return cls(key=obj["key"], snr_db=np.asarray(obj["snr_db"], np.float64), bler=bler,
+                   n_blocks=np.asarray(obj["n_blocks"], np.int64), n_errors=np.asarray(obj["n_errors"], np.int64),
+                   elapsed_s=float(obj.get("elapsed_s", 0.0)))
+
+
+#: SNRs (dB) closer than this to a grid point are looked up at that point (``10 log10(10^(x/10))``
+#: is not always ``x``).
+_ON_GRID_DB = 1e-9
+
+
+def _snap_to_grid(grid: np.ndarray, x_db: np.ndarray) -> np.ndarray:
+    """``x_db`` with the values within :data:`_ON_GRID_DB` of a grid point replaced by that point."""
+    i = np.clip(np.searchsorted(grid, x_db), 0, grid.size - 1)
+    lo = np.maximum(i - 1, 0)
+    nearest = np.where(np.abs(x_db - grid[lo]) < np.abs(x_db - grid[i]), grid[lo], grid[i])
+    return np.where(np.abs(x_db - nearest) <= _ON_GRID_DB, nearest, x_db)
+
+
+def _points_needed(grid: np.ndarray, x_db: np.ndarray) -> np.ndarray:
+    """Indices of the grid points a piecewise-linear lookup at (snapped) ``x_db`` reads: none
+    below the grid, the last point above it, the point itself on the grid, else the two around."""
+    x = x_db[np.isfinite(x_db) & (x_db >= grid[0])]
+    i = np.searchsorted(grid, x, side="right") - 1
+    between = (grid[i] != x) & (i + 1 < grid.size)
+    return np.unique(np.concatenate([i, i[between] + 1]))
 
 
 def bler_lookup(table: BlerTable, snr_lin):
@@ -1008,7 +1068,8 @@ def bler_lookup(table: BlerTable, snr_lin):
     Piecewise-linear interpolation of the monotone (running-minimum) BLER in SNR dB,
     clamped to [0, 1]. Below the grid: 1 (``snr_lin <= 0`` too); above the grid: the last
     point's value (0 when the last point is error-free). Under slow fading pass
-    ``|h|^2 * snr_lin`` per image.
+    ``|h|^2 * snr_lin`` per image. Pending points of a lazy table that the lookup reads
+    are simulated first (:meth:`BlerTable.resolve`).
 
     Args:
         table: a :class:`BlerTable`.
@@ -1024,8 +1085,15 @@ def bler_lookup(table: BlerTable, snr_lin):
     if np.isnan(x).any() or (x < 0).any():
         raise ValueError("snr_lin must be >= 0 and not NaN")
     with np.errstate(divide="ignore"):
-        x_db = 10 * np.log10(x)
-    b = np.interp(x_db, table.snr_db, table.monotone_bler(), left=1.0, right=float(table.monotone_bler()[-1]))
+        x_db = _snap_to_grid(table.snr_db, 10 * np.log10(x))
+    if table.pending.any():
+        table.resolve(_points_needed(table.snr_db, np.atleast_1d(x_db)))
+    mono = table.monotone_bler()
+    known = ~np.isnan(mono)
+    if known.any():
+        b = np.interp(x_db, table.snr_db[known], mono[known], left=1.0, right=float(mono[known][-1]))
+    else:  # nothing read: every SNR is below the grid
+        b = np.ones_like(x_db)
     b = np.where(np.isneginf(x_db), 1.0, np.clip(b, 0.0, 1.0))
     if is_tensor:
         return torch.as_tensor(b, dtype=torch.float64, device=snr_lin.device)
@@ -1061,8 +1129,7 @@ def default_snr_grid(k: int, mcs: MCS | str, *, step_db: float = 0.25, below_db:
     if step_db <= 0 or above_db <= -below_db:
         raise ValueError(f"need step_db > 0 and -below_db < above_db, got step_db={step_db}, "
                          f"below_db={below_db}, above_db={above_db}")
-    layout = transport_block_layout(k, mcs)
-    th = 10 * math.log10(2 ** layout.info_rate - 1)
+    th = transport_block_layout(k, mcs).shannon_limit_db
     lo = math.floor((th - below_db) / step_db) * step_db
     hi = math.ceil((th + above_db) / step_db) * step_db
     return np.round(np.arange(lo, hi + step_db / 2, step_db), 6)
@@ -1086,6 +1153,58 @@ def _simulate_bler_point(link: LDPCLink, snr_db: float, n_blocks: int, max_error
         blocks += b
         errors += int((~ok).sum())
     return blocks, errors
+
+
+def _point_seed(seed: int, snr_db: float) -> int:
+    """Seed of the Monte-Carlo run of one table point: its own, so that a point has the same
+    value whether it is simulated alone (lazy tables) or while building the whole table."""
+    digest = hashlib.sha256(f"bler-point:{int(seed)}:{float(snr_db):.6f}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _fill_exact(table: BlerTable, index: np.ndarray, *, link_args: tuple, path: Path | None,
+                verbose: bool) -> None:
+    """Simulate the pending points ``index`` (ascending) of an exact table, saving it after each.
+    A point above an error-free point is set to 0 without simulating (as when building whole)."""
+    import sionna.phy
+
+    key = table.key
+    link = get_link(*link_args[:2], num_bp_iter=link_args[2], demapping=link_args[3], device=link_args[4])
+    for i in np.sort(index):
+        if (table.bler[:i] == 0).any():
+            table.bler[i], table.n_blocks[i], table.n_errors[i] = 0.0, 0, 0
+            continue
+        snr = float(table.snr_db[i])
+        seed = _point_seed(key["seed"], snr)
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):  # Sionna's seed setter reseeds torch's global RNG
+            old_seed = sionna.phy.config.seed
+            sionna.phy.config.seed = seed
+            try:
+                blocks, errors = _simulate_bler_point(link, snr, key["n_blocks"], key["max_errors"],
+                                                      key["batch_size"], make_generator(seed))
+            finally:
+                sionna.phy.config.seed = old_seed
+        seconds = time.perf_counter() - t0
+        table.n_blocks[i], table.n_errors[i], table.bler[i] = blocks, errors, errors / blocks
+        table.elapsed_s += seconds
+        if verbose:
+            print(f"BLER {key['mcs']} k={key['k']} at {snr:.2f} dB: {errors}/{blocks} blocks in error "
+                  f"({seconds:.1f} s)", file=sys.stderr, flush=True)
+        if path is not None:
+            _atomic_write_json(table.to_json(), path)
+
+
+def _load_table(path: Path, key: dict) -> BlerTable | None:
+    """The cached table at ``path`` if it exists, is readable and has ``key``; else None."""
+    if not path.exists():
+        return None
+    try:
+        table = BlerTable.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        warnings.warn(f"ignoring unreadable BLER cache file {path}: {e}", stacklevel=3)
+        return None
+    return table if table.key == key else None
 
 
 def _atomic_write_json(obj: dict, path: Path) -> None:
@@ -1121,6 +1240,7 @@ def _table_key(layout: TransportBlockLayout, mcs: MCS, grid: np.ndarray, *, n_bl
         "max_errors": max_errors,
         "batch_size": batch_size,
         "seed": int(seed),
+        "seeding": "per-point",
     }
 
 
@@ -1166,6 +1286,7 @@ def bler_table(
     max_blocks_exact: int = 4,
     grid_step_db: float = 0.25,
     grid_below_db: float = 1.0,
+    lazy: bool = False,
 ) -> BlerTable:
     """Monte-Carlo BLER of the bit-exact link on AWGN, cached on disk as JSON.
 
@@ -1173,12 +1294,22 @@ def bler_table(
     (ascending) random TBs are simulated in batches of ``batch_size`` until ``n_blocks``
     blocks or ``max_errors`` errors; after the first error-free point the higher SNRs are set
     to 0 without simulating. The resolution is therefore about ``1 / n_blocks`` (default
-    1e-3, enough for the 1e-2 design target).
+    1e-3, enough for the 1e-2 design target). Each point draws from its own generator, seeded
+    from ``seed`` and its SNR.
+
+    **Lazy tables** (``lazy=True``): no point is simulated until a lookup reads it
+    (:func:`bler_lookup` needs the one or two grid points around the SNR asked for, and none
+    below the grid), then the table is saved with the points simulated so far (``null`` BLER
+    for the pending ones). A decision at one SNR costs one or two points instead of a
+    waterfall, and gives the value of the whole table wherever that table is monotone (it
+    takes the running minimum over the points simulated).
 
     The cache file is ``<cache>/bler_k{k}_{MCS}_it{num_bp_iter}_{hash}.json`` where the hash
     covers the key: k, coded bits, tb size, number of code blocks, M, code rate, decoder
     iterations, demapping, Sionna version, the SNR grid, ``n_blocks``, ``max_errors``,
-    ``batch_size`` and ``seed``. A file whose key matches is loaded instead of simulating.
+    ``batch_size``, ``seed`` and ``seeding`` (``"per-point"``). A file whose key matches is
+    loaded instead of simulating. Files of tables built before per-point seeding (one
+    generator for the whole table; their key has no ``seeding``) are still read.
 
     **Code-block-scaled tables** (TBs of ``C > max_blocks_exact`` code blocks, e.g. a Kodak
     image at k/n = 1/16: k = 73,728, 9 to 59 code blocks): the exact table of the TB's
@@ -1212,6 +1343,7 @@ def bler_table(
         max_blocks_exact: TBs with more code blocks than this (int >= 1) get a
             code-block-scaled table; pass a large number to always simulate whole TBs.
         grid_step_db, grid_below_db: see ``snr_db_grid``.
+        lazy: simulate points only when a lookup needs them (see above).
 
     Cost (one CPU core, k = 73,728, default budget and grid): 3000 to 3700 surrogate code
     blocks per table, of which 800 to 1200 on the BLER ~1 points below the waterfall and
@@ -1245,55 +1377,31 @@ def bler_table(
                   demapping=demapping, seed=int(seed))
     key = _table_key(layout, mcs, grid, **budget)
     if layout.num_code_blocks > max_blocks_exact:
-        return _cb_scaled_table(key, mcs, grid, budget, cache_dir=cache_dir, use_cache=use_cache, device=device,
-                                verbose=verbose)
-    slug = mcs.name.replace("/", "_")
-    path = bler_cache_dir(cache_dir) / f"bler_k{k}_{slug}_it{num_bp_iter}_{_key_digest(key)}.json"
-    if use_cache and path.exists():
-        try:
-            table = BlerTable.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            warnings.warn(f"ignoring unreadable BLER cache file {path}: {e}", stacklevel=2)
-        else:
-            if table.key == key:
-                return table
-
-    import sionna.phy
-
-    link = get_link(k, mcs, num_bp_iter=num_bp_iter, demapping=demapping, device=device)
-    gen = make_generator(seed)
-    blocks = np.zeros(grid.size, np.int64)
-    errors = np.zeros(grid.size, np.int64)
-    t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):  # Sionna's seed setter reseeds torch's global RNG
-        old_seed = sionna.phy.config.seed
-        sionna.phy.config.seed = int(seed)
-        try:
-            for i, snr in enumerate(grid):
-                blocks[i], errors[i] = _simulate_bler_point(link, float(snr), n_blocks, max_errors, batch_size, gen)
-                if verbose:
-                    print(f"{mcs.name} k={k} {snr:7.2f} dB: BLER {errors[i] / blocks[i]:.4f} "
-                          f"({errors[i]}/{blocks[i]})", flush=True)
-                if errors[i] == 0:
-                    break  # higher SNRs: BLER 0 by monotonicity, not simulated
-        finally:
-            sionna.phy.config.seed = old_seed
-    bler = np.divide(errors, blocks, out=np.zeros(grid.size), where=blocks > 0)
-    table = BlerTable(key=key, snr_db=grid, bler=bler, n_blocks=blocks, n_errors=errors,
-                      elapsed_s=time.perf_counter() - t0)
-    _warn_grid_edges(table, f"{mcs.name} k={k}")
+        return _cb_scaled_table(key, mcs, grid, budget, lazy=lazy, cache_dir=cache_dir, use_cache=use_cache,
+                                device=device, verbose=verbose)
+    folder, slug = bler_cache_dir(cache_dir), mcs.name.replace("/", "_")
+    path = folder / f"bler_k{k}_{slug}_it{num_bp_iter}_{_key_digest(key)}.json"
+    table = None
     if use_cache:
-        _atomic_write_json(table.to_json(), path)
+        legacy = {name: v for name, v in key.items() if name != "seeding"}
+        table = _load_table(path, key) or _load_table(
+            folder / f"bler_k{k}_{slug}_it{num_bp_iter}_{_key_digest(legacy)}.json", legacy)
+    if table is None:
+        table = BlerTable(key=key, snr_db=grid, bler=np.full(grid.size, np.nan),
+                          n_blocks=np.zeros(grid.size, np.int64), n_errors=np.zeros(grid.size, np.int64))
+    if table.pending.any():
+        table.fill = functools.partial(_fill_exact, link_args=(k, mcs, num_bp_iter, demapping, device),
+                                       path=path if use_cache else None, verbose=verbose)
+        if not lazy:
+            _warn_grid_edges(table.resolve(), f"{mcs.name} k={k}")
     return table
 
 
-def _cb_scaled_table(key: dict, mcs: MCS, grid: np.ndarray, budget: dict, **options) -> BlerTable:
-    """TB BLER ``1 - (1 - BLER_cb)^C`` from the exact table of the single-code-block surrogate."""
+def _cb_scaled_table(key: dict, mcs: MCS, grid: np.ndarray, budget: dict, *, lazy: bool, **options) -> BlerTable:
+    """TB BLER ``1 - (1 - BLER_cb)^C`` from the exact table of the single-code-block surrogate
+    (lazy like it: resolving a point of the TB's table resolves the surrogate's)."""
     sur = code_block_surrogate(key["k"], mcs, device=options["device"])
-    with warnings.catch_warnings():  # grid-edge warnings are re-issued for the TB's BLER below
-        warnings.filterwarnings("ignore", message=r"BLER table .*lookups")
-        cb = bler_table(sur.surrogate_k, sur.surrogate_mcs, grid, max_blocks_exact=1, **budget, **options)
-    c = sur.num_code_blocks
+    cb = bler_table(sur.surrogate_k, sur.surrogate_mcs, grid, max_blocks_exact=1, lazy=True, **budget, **options)
     key = key | {
         "cb_scaled": True,
         "surrogate_k": sur.surrogate_k,
@@ -1303,10 +1411,22 @@ def _cb_scaled_table(key: dict, mcs: MCS, grid: np.ndarray, budget: dict, **opti
         "surrogate_cb_size": sur.surrogate.cb_size,
         "surrogate_table": _key_digest(cb.key),
     }
-    table = BlerTable(key=key, snr_db=cb.snr_db.copy(), bler=1.0 - (1.0 - np.clip(cb.bler, 0.0, 1.0)) ** c,
-                      n_blocks=cb.n_blocks.copy(), n_errors=cb.n_errors.copy(), elapsed_s=cb.elapsed_s)
-    _warn_grid_edges(table, f"{mcs.name} k={key['k']} ({c} code blocks, scaled from k={sur.surrogate_k})")
+    table = BlerTable(key=key, snr_db=cb.snr_db.copy(), bler=cb.bler.copy(), n_blocks=cb.n_blocks,
+                      n_errors=cb.n_errors, fill=functools.partial(_fill_scaled, surrogate=cb,
+                                                                   num_code_blocks=sur.num_code_blocks))
+    _fill_scaled(table, np.zeros(0, np.int64), surrogate=cb, num_code_blocks=sur.num_code_blocks)
+    if not lazy and table.pending.any():
+        _warn_grid_edges(table.resolve(), f"{mcs.name} k={key['k']} ({sur.num_code_blocks} code blocks, "
+                                          f"scaled from k={sur.surrogate_k})")
     return table
+
+
+def _fill_scaled(table: BlerTable, index: np.ndarray, *, surrogate: BlerTable, num_code_blocks: int) -> None:
+    """Resolve the surrogate's points ``index``, then copy its counts and scaled BLERs (NaN: pending)."""
+    surrogate.resolve(index)
+    table.n_blocks, table.n_errors = surrogate.n_blocks.copy(), surrogate.n_errors.copy()
+    table.bler = 1.0 - (1.0 - np.clip(surrogate.bler, 0.0, 1.0)) ** num_code_blocks
+    table.elapsed_s = surrogate.elapsed_s
 
 
 # ----------------------------------------------------------------------------------------
@@ -1340,9 +1460,9 @@ def simulate_success(
         batch_size: B when neither ``h`` nor a ``(B,)`` ``snr_db`` gives it.
         mode: ``"cached"``: ``ok ~ Bernoulli(1 - BLER(snr_eff))`` with ``snr_eff = snr_lin``
             (AWGN) or ``|h|^2 snr_lin`` (fading), BLER from ``table`` or
-            ``bler_table(k, mcs, num_bp_iter=..., demapping=..., **table_kwargs)`` (a
-            code-block-scaled table for TBs of more than ``max_blocks_exact`` code blocks,
-            a ``table_kwargs`` option, default 4); ``"exact"``: the bit-level chain (whole
+            ``bler_table(k, mcs, num_bp_iter=..., demapping=..., **table_kwargs)`` (lazy unless
+            ``lazy=False``; a code-block-scaled table for TBs of more than ``max_blocks_exact``
+            code blocks, a ``table_kwargs`` option, default 4); ``"exact"``: the bit-level chain (whole
             TBs, any number of code blocks), ``chunk`` images per decoder call.
         generator: source of ``h`` (drawn first), then of the uniforms / payloads / noise.
 
@@ -1363,7 +1483,8 @@ def simulate_success(
         h = _slow_fading_h(batch, generator) if h is None else _check_h(h, batch)
     if mode == "cached":
         if table is None:
-            table = bler_table(k, mcs, num_bp_iter=num_bp_iter, demapping=demapping, **table_kwargs)
+            table = bler_table(k, mcs, num_bp_iter=num_bp_iter, demapping=demapping,
+                               **({"lazy": True} | table_kwargs))
         elif table.key["k"] != k or table.key["mcs"] != mcs.name:
             raise ValueError(f"table is for k={table.key['k']} {table.key['mcs']}, not k={k} {mcs.name}")
         snr_eff = snr_db_to_lin(snr)
@@ -1408,21 +1529,39 @@ def design_mcs(
     lower BLER. Evaluated at each test SNR instead of a design SNR, this gives the oracle
     envelope (best MCS per SNR). Returns None when no MCS qualifies (always fallback).
 
+    The MCSs are tried from the most payload down and the search stops below the payload of
+    the first that qualifies; an MCS whose payload needs more than the capacity at the design
+    SNR (:attr:`TransportBlockLayout.shannon_limit_db` above it: BLER far above any target)
+    is skipped without a table. So only a few tables are read, at one or two points each when
+    they are lazy, and the answer is the one of a search through every table.
+
     Args:
         tables: optional mapping MCS (or name) -> :class:`BlerTable`; MCSs missing from
-            it are skipped. When None, :func:`bler_table` (cached) is called per feasible
-            MCS with ``table_kwargs``.
+            it are skipped. When None, :func:`bler_table` (cached, lazy unless
+            ``table_kwargs`` says ``lazy=False``) is called per MCS tried with ``table_kwargs``.
     """
     design = _check_scalar_snr(design_snr_db, "design_snr_db")
     if not 0 < target_bler < 1:
         raise ValueError(f"target_bler must be in (0, 1), got {target_bler}")
+    layouts = sorted(((transport_block_layout(k, m), m) for m in feasible_mcs(k, mcs_grid)),
+                     key=lambda lm: -lm[0].tb_size)
+    if not layouts or (tables is not None and not any(m in tables or m.name in tables for _, m in layouts)):
+        raise ValueError(f"no MCS of the grid has a BLER table / is feasible for k={k}")
     best = None
-    for mcs, table in _tables_for(k, mcs_grid, tables, table_kwargs).items():
+    for layout, mcs in layouts:
+        if best is not None and layout.tb_size < best[0][0]:
+            break
+        if design < layout.shannon_limit_db:
+            continue
+        if tables is None:
+            table = bler_table(k, mcs, **({"lazy": True} | table_kwargs))
+        elif mcs in tables or mcs.name in tables:
+            table = tables[mcs] if mcs in tables else tables[mcs.name]
+        else:
+            continue
         b = bler_lookup(table, snr_db_to_lin(design))
-        if b <= target_bler:
-            rank = (table.tb_size, -b)
-            if best is None or rank > best[0]:
-                best = (rank, mcs)
+        if b <= target_bler and (best is None or (table.tb_size, -b) > best[0]):
+            best = ((table.tb_size, -b), mcs)
     return None if best is None else best[1]
 
 
@@ -1521,8 +1660,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                            num_bp_iter=a.num_bp_iter,
                            seed=a.seed, cache_dir=a.cache_dir, verbose=a.verbose,
                            max_blocks_exact=a.max_blocks_exact)
-            th = 10 * math.log10(2 ** lay.info_rate - 1)
-            print(f"{k:>5} {mcs.name:<13} {lay.tb_size:>7} {lay.info_rate:>8.3f} {th:>10.2f} "
+            print(f"{k:>5} {mcs.name:<13} {lay.tb_size:>7} {lay.info_rate:>8.3f} {lay.shannon_limit_db:>10.2f} "
                   f"{t.snr_db_at(1e-1):>12.2f} {t.snr_db_at(1e-2):>12.2f} {t.elapsed_s:>8.1f}"
                   + (f"  CB-scaled: {lay.num_code_blocks} x k={t.key['surrogate_k']}" if t.cb_scaled else ""),
                   flush=True)

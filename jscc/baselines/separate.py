@@ -186,8 +186,10 @@ class SeparateBaseline:
         return OperatingPoint(bits=L.transport_block_info_bits(self.k, mcs), mcs=mcs)
 
     def table(self, mcs: L.MCS) -> L.BlerTable:
+        """The AWGN BLER table of ``mcs`` (lazy: points are simulated when a lookup first needs them)."""
         if mcs.name not in self._tables:
-            self._tables[mcs.name] = L.bler_table(self.k, mcs, **self.table_kwargs)
+            self._tables[mcs.name] = L.bler_table(self.k, mcs, **({"lazy": True, "verbose": self.progress}
+                                                                  | self.table_kwargs))
         return self._tables[mcs.name]
 
     def candidates(self) -> list[OperatingPoint]:
@@ -222,7 +224,10 @@ class SeparateBaseline:
                 return self.ldpc_point(design)  # a fixed MCS, e.g. "QPSK-r1/2"
             raise ValueError(f"design must be a design SNR in dB, 'oracle', 'match' or (LDPC) an MCS name, got {design!r}")
         deterministic = self.link == "capacity" and self.channel == "awgn"
-        points = oracle_candidates(self.candidates(), snr_db, deterministic)
+        if self.link == "ldpc" and self.channel == "awgn":
+            points = self.ldpc_awgn_oracle_candidates(snr_db)
+        else:
+            points = oracle_candidates(self.candidates(), snr_db, deterministic)
         if not points:
             return None
         self.code([p.budget_bytes for p in points])
@@ -231,6 +236,22 @@ class SeparateBaseline:
         fallback = float(_psnr(self.fallback_mse).mean())
         best, expected = L.expected_quality_choice(p_ok, quality, fallback)
         return oracle_pick(points, expected, fallback, deterministic)
+
+    def ldpc_awgn_oracle_candidates(self, snr_db: float) -> list[OperatingPoint]:
+        """The LDPC oracle's candidates at AWGN SNR ``snr_db``, most payload first: MCSs above
+        capacity there (BLER ~1: only the fallback) are left out, and so is every MCS after the
+        first one that delivers every image (BLER 0), whose budgets are no larger (same or worse
+        delivery of a smaller budget; this assumes the codec's quality does not drop with a larger
+        budget, which its rate control's search over quantisers makes hold up to its step). Only
+        these MCSs' tables are read, at the one or two points around ``snr_db``."""
+        kept = []
+        for point in sorted(self.candidates(), key=lambda p: -p.bits):
+            if snr_db < L.transport_block_layout(self.k, point.mcs).shannon_limit_db:
+                continue
+            kept.append(point)
+            if self.success_probability(point, snr_db) == 1.0:
+                break
+        return kept
 
     # ------------------------------------------------------------------ transmission
     def delivered(self, point: OperatingPoint | None, snr_db: float, generator: torch.Generator) -> np.ndarray:

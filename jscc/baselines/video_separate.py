@@ -267,9 +267,11 @@ class VideoSeparateBaseline:
         return (point.bits,) if point.mcs is None else tuple(self._tb_sizes(point.mcs))
 
     def table(self, k: int, mcs: L.MCS) -> L.BlerTable:
-        """The cached AWGN BLER table of a TB of ``k`` channel uses at ``mcs``."""
+        """The cached AWGN BLER table of a TB of ``k`` channel uses at ``mcs`` (lazy: points are simulated
+        when a lookup first needs them)."""
         if (k, mcs.name) not in self._tables:
-            self._tables[(k, mcs.name)] = L.bler_table(k, mcs, **self.table_kwargs)
+            self._tables[(k, mcs.name)] = L.bler_table(k, mcs, **({"lazy": True, "verbose": self.progress}
+                                                                   | self.table_kwargs))
         return self._tables[(k, mcs.name)]
 
     def feasible_mcs(self) -> list[L.MCS]:
@@ -284,7 +286,7 @@ class VideoSeparateBaseline:
 
     def shannon_limit_db(self, k_g: int, mcs: L.MCS) -> float:
         """The SNR (dB) at which a TB of ``k_g`` channel uses at ``mcs`` meets capacity, ``10 log10(2^(tb/k_g) - 1)``."""
-        return 10 * math.log10(2 ** (L.transport_block_info_bits(k_g, mcs) / k_g) - 1)
+        return L.transport_block_layout(k_g, mcs).shannon_limit_db
 
     def gop_bler(self, mcs: L.MCS, snr_db: float) -> np.ndarray:
         """float64 ``(G,)``: AWGN BLER of each GOP's TB at ``snr_db``. Below a TB's Shannon limit it is 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -254,6 +255,87 @@ def test_bler_table_waterfall_and_cache_file(qpsk_table, monkeypatch):
     with pytest.raises(AssertionError, match="simulated although"):
         L.bler_table(K, "QPSK-r1/2", WATERFALL, n_blocks=300, max_errors=300, batch_size=150, seed=5,
                      cache_dir=cache, num_bp_iter=10)
+
+
+def test_lazy_table_simulates_only_what_lookups_read_and_equals_the_whole_table(tmp_path, monkeypatch):
+    # Real simulation, k = 256 QPSK-1/2, 120 blocks per point. Every point has its own seed, so
+    # the points a lazy table simulates equal those of the table built whole (bit for bit).
+    grid = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    opts = dict(n_blocks=120, max_errors=40, batch_size=60)
+    lazy = L.bler_table(K, "QPSK-r1/2", grid, lazy=True, cache_dir=tmp_path / "lazy", **opts)
+    assert lazy.pending.all() and lazy.key["seeding"] == "per-point"
+    assert L.bler_lookup(lazy, 10 ** (-1 / 10)) == 1.0 and lazy.pending.all()  # below the grid: nothing read
+    b = L.bler_lookup(lazy, 10 ** (1.75 / 10))
+    assert lazy.pending.tolist() == [True, True, False, False, True, True]  # the bracket 1.5 / 2.0 only
+    assert b == pytest.approx((lazy.bler[2] + lazy.bler[3]) / 2)
+    L.bler_lookup(lazy, 10 ** (2.0 / 10))  # on a grid point: that point alone (already there)
+    assert lazy.pending.sum() == 4
+    whole = L.bler_table(K, "QPSK-r1/2", grid, cache_dir=tmp_path / "whole", **opts)
+    assert not whole.pending.any()
+    np.testing.assert_array_equal(lazy.bler[2:4], whole.bler[2:4])
+    np.testing.assert_array_equal(lazy.n_errors[2:4], whole.n_errors[2:4])
+    # Saved with nulls for the pending points; reloaded without simulating those it has.
+    (path,) = (tmp_path / "lazy").glob("*.json")
+    assert json.loads(path.read_text())["bler"][:2] == [None, None]
+    calls = []
+    real = L._simulate_bler_point
+    monkeypatch.setattr(L, "_simulate_bler_point", lambda link, snr, *a: calls.append(snr) or real(link, snr, *a))
+    again = L.bler_table(K, "QPSK-r1/2", grid, lazy=True, cache_dir=tmp_path / "lazy", **opts)
+    np.testing.assert_array_equal(again.bler[2:4], lazy.bler[2:4])
+    assert again.resolve() is again and calls == [0.5, 1.0, 2.5, 3.0][: len(calls)] and not again.pending.any()
+    # Completed, it is the whole table (points above the first error-free one: 0, not simulated).
+    for name in ("bler", "n_blocks", "n_errors"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(whole, name))
+    assert L.bler_table(K, "QPSK-r1/2", grid, cache_dir=tmp_path / "lazy", **opts).bler.tolist() == whole.bler.tolist()
+
+
+def test_table_built_before_per_point_seeds_is_still_read(tmp_path, monkeypatch):
+    grid = [1.0, 2.0]
+    monkeypatch.setattr(L, "_simulate_bler_point", lambda *a: pytest.fail("simulated a cached table"))
+    layout = L.transport_block_layout(K, "QPSK-r1/2")
+    key = L._table_key(layout, L.MCS.parse("QPSK-r1/2"), np.array(grid), n_blocks=50, max_errors=10, batch_size=50,
+                       num_bp_iter=20, demapping="app", seed=0)
+    legacy = {name: v for name, v in key.items() if name != "seeding"}
+    old = L.BlerTable(key=legacy, snr_db=np.array(grid), bler=np.array([0.2, 0.0]), n_blocks=np.array([50, 50]),
+                      n_errors=np.array([10, 0]))
+    (tmp_path / f"bler_k{K}_QPSK-r1_2_it20_{L._key_digest(legacy)}.json").write_text(json.dumps(old.to_json()))
+    t = L.bler_table(K, "QPSK-r1/2", grid, n_blocks=50, max_errors=10, batch_size=50, cache_dir=tmp_path, lazy=True)
+    assert t.bler.tolist() == [0.2, 0.0] and "seeding" not in t.key
+
+
+def _fake_waterfall_point(calls: list):
+    """A stand-in for ``_simulate_bler_point``: BLER falls from 1 to 0 over ~1.5 dB starting 1 dB above the
+    TB's Shannon limit; errors drawn from the point's generator (so reproducible per point)."""
+    def fake(link, snr_db, n_blocks, max_errors, batch_size, generator):
+        calls.append((link.mcs.name, round(snr_db, 6)))
+        p = 1 / (1 + math.exp(4 * (snr_db - link.layout.shannon_limit_db - 1.75)))
+        errors = int((torch.rand(n_blocks, generator=generator, dtype=torch.float64) < p).sum())
+        return n_blocks, errors
+    return fake
+
+
+def test_design_mcs_from_lazy_tables_equals_the_search_through_whole_tables(tmp_path, monkeypatch):
+    # The search from the most payload down (skipping MCSs above capacity, stopping below the
+    # first that qualifies) on lazy tables must choose what the search through every whole table
+    # chooses, at every design SNR, while simulating a small fraction of the points.
+    calls = []
+    monkeypatch.setattr(L, "_simulate_bler_point", _fake_waterfall_point(calls))
+    opts = dict(n_blocks=400, max_errors=400, batch_size=400, cache_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # grid-edge warnings of the whole tables
+        whole = {m: L.bler_table(K, m, **opts) for m in L.feasible_mcs(K)}
+    n_whole = len(calls)
+    for design in np.arange(-6.0, 26.0, 0.35):
+        calls.clear()
+        lazy = L.design_mcs(K, float(design), **opts, snr_db_grid=None, use_cache=False)
+        assert lazy == L.design_mcs(K, float(design), tables=whole), design
+        assert len(calls) <= 12, (design, calls)  # two points for each of a few MCSs
+    assert n_whole > 200
+    # Given tables, the search reads only those it needs too.
+    lazy_tables = {m: L.bler_table(K, m, lazy=True, use_cache=False, **{k: v for k, v in opts.items()
+                                                                        if k != "cache_dir"}) for m in whole}
+    assert L.design_mcs(K, 12.0, tables=lazy_tables) == L.design_mcs(K, 12.0, tables=whole)
+    assert sum(not t.pending.all() for t in lazy_tables.values()) <= 6 < len(whole)
 
 
 def test_bler_cache_dir_env(monkeypatch, tmp_path):

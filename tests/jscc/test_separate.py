@@ -11,7 +11,7 @@ import torch
 
 from experiments import baseline as baseline_cli
 from experiments import plot as plot_cli
-from channels.links import transport_block_info_bits
+from channels.links import BlerTable, transport_block_info_bits, transport_block_layout
 from jscc.baselines.separate import PSNR_CAP_DB, SeparateBaseline, baseline_results, channel_uses
 from jscc.data import ImageSet
 from jscc.results import read_results, validate_results
@@ -199,6 +199,38 @@ def test_baseline_cli_fast_bler_budget_builds_the_cheaper_table(tmp_path, write_
     assert np.allclose(np.diff(key["snr_db_grid"]), 0.1)
     with pytest.raises(SystemExit):
         baseline_cli.main(["--bler-budget", "tiny", "--out", str(out)])
+
+
+def _step_table(k: int, mcs, threshold_db: float) -> BlerTable:
+    """A synthetic AWGN BLER table: 1 up to ``threshold_db``, 0 from 1e-6 dB above (no simulation)."""
+    key = {"k": k, "mcs": mcs.name, "tb_size": transport_block_info_bits(k, mcs)}
+    return BlerTable(key=key, snr_db=np.array([threshold_db, threshold_db + 1e-6]), bler=np.array([1.0, 0.0]),
+                     n_blocks=np.array([100, 100]), n_errors=np.array([100, 0]))
+
+
+def test_ldpc_awgn_oracle_reads_few_tables_and_equals_the_search_through_all(photos):
+    b = SeparateBaseline(photos, link="ldpc", bandwidth_ratio="1/6", accounting="payload", workers=1)
+    read = []
+
+    def table(mcs):
+        read.append(mcs.name)
+        return _step_table(b.k, mcs, transport_block_layout(b.k, mcs).shannon_limit_db + 1.0)
+
+    b.table = table
+    fallback = float(np.mean(-10 * np.log10(b.fallback_mse)))
+
+    def expected(point, snr):
+        p = b.success_probability(point, snr)
+        return p * float(b.psnr_delivered(point).mean()) + (1 - p) * fallback
+
+    for snr in (3.0, 11.0, 30.0):
+        read.clear()
+        cands = b.ldpc_awgn_oracle_candidates(snr)
+        # most payload first, every one within capacity, stopping at the first that delivers everything
+        assert [p.bits for p in cands] == sorted((p.bits for p in cands), reverse=True)
+        assert [b.success_probability(p, snr) for p in cands][-1] == 1.0 and len(set(read)) == len(cands) < 25
+        best = max(expected(p, snr) for p in b.candidates())
+        assert expected(b.choose("oracle", snr), snr) == pytest.approx(best, abs=1e-9)
 
 
 def test_portrait_and_landscape_images_of_one_pixel_count_mix(photos):
