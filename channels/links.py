@@ -28,7 +28,8 @@ Two links carry the source codec's bytes for one image over ``k`` complex channe
    image undecodable (fallback).
 
    Sweeps use the fast path: Monte-Carlo BLER curves per MCS on AWGN
-   (:func:`bler_table`, cached as JSON on disk), looked up at the effective SNR
+   (:func:`bler_table`, cached as JSON on disk; lazy in the baselines: a point is simulated
+   when a lookup first reads it, each point with its own seed), looked up at the effective SNR
    (``snr_lin`` on AWGN, ``|h|^2 snr_lin`` per image under slow fading) and turned into
    Bernoulli successes (:func:`simulate_success` ``mode="cached"``); ``mode="exact"`` runs
    the full bit-level chain.
