@@ -65,6 +65,8 @@ def power_normalize(z: Tensor, power: float = 1.0, mask: Tensor | None = None, *
             symbols. Then ``k`` = number of sent symbols of each example, masked-out
             symbols are set to exactly 0 and do not count.
         eps: floor on the norm, so an all-zero (or fully masked) example maps to zeros.
+            Examples whose norm overflows (finite values beyond ~1e19 in complex64) are
+            rescaled before normalising, so they too come out at power ``P``.
 
     Returns:
         Tensor of ``z``'s shape and dtype with ``(1/k) * sum |z_i|^2 = P`` over the
@@ -78,7 +80,15 @@ def power_normalize(z: Tensor, power: float = 1.0, mask: Tensor | None = None, *
         mask = _check_mask(mask, z)
         z = z.masked_fill(~mask, 0)
         k = mask.expand(z.shape).sum(dim=-1, keepdim=True).to(z.real.dtype)
-    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(eps)
+    norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+    # Symbols beyond ~1e19 overflow the float32 sum of squares (norm inf: the output would be 0). Such
+    # examples are divided by their largest |Re| / |Im| first; torch.where keeps every other example's
+    # result (and gradient) bit for bit and needs no host sync on a GPU.
+    finite = torch.isfinite(norm)
+    peak = torch.maximum(z.real.abs(), z.imag.abs()).amax(dim=-1, keepdim=True).clamp_min(1.0)
+    scaled = z / peak
+    z = torch.where(finite, z, scaled)
+    norm = torch.where(finite, norm, torch.linalg.vector_norm(scaled, dim=-1, keepdim=True)).clamp_min(eps)
     return z * ((k * power) ** 0.5 / norm)
 
 

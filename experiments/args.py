@@ -3,9 +3,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
+from fractions import Fraction
+from pathlib import Path
 
 import torch
+
+# A decimal --bandwidth-ratio within this distance of a fraction of denominator <= RATIO_SNAP_DENOMINATOR is
+# taken as that fraction (0.08333333333333333 -> 1/12); two such fractions are >= 1e-8 apart, so it is unique.
+RATIO_SNAP_TOLERANCE = 1e-9
+RATIO_SNAP_DENOMINATOR = 10_000
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line on stderr, ``<prog>: error: <message>``
+    (naming the option), exit code 2, without the usage block (``--help`` shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -17,6 +33,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def bandwidth_ratio(text: str) -> Fraction:
+    """argparse type: a bandwidth ratio k/n > 0 as an exact Fraction, from ``a/b``, an integer or a
+    decimal; a decimal within 1e-9 of a fraction of denominator <= 10^4 is that fraction (the float
+    ``0.08333333333333333`` is 1/12)."""
+    from jscc.results import parse_ratio
+
+    try:
+        frac = parse_ratio(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    near = frac.limit_denominator(RATIO_SNAP_DENOMINATOR)
+    return near if abs(near - frac) <= RATIO_SNAP_TOLERANCE else frac
 
 
 def parse_snr_list(values: list[str] | str) -> list[float]:
@@ -119,7 +149,8 @@ def apply_device_args(args: argparse.Namespace) -> None:
 
 
 def parse_key_values(pairs: list[str], option: str) -> dict:
-    """``KEY=VALUE`` strings -> dict, each VALUE parsed as JSON when it is JSON (else kept as a string)."""
+    """``KEY=VALUE`` strings -> dict, each VALUE parsed as JSON when it is JSON (else kept as a string);
+    a VALUE that starts like a JSON list, object or string (``[``, ``{``, ``"``) must be valid JSON."""
     import json
 
     out = {}
@@ -129,13 +160,38 @@ def parse_key_values(pairs: list[str], option: str) -> dict:
             raise SystemExit(f"error: {option} expects KEY=VALUE, got {pair!r}")
         try:
             out[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:
+            if value.lstrip()[:1] in ("[", "{", '"'):
+                problem = f"{err.msg} at character {err.pos}"
+                raise SystemExit(f"error: {option} {key}: bad JSON {value!r} ({problem})") from None
             out[key] = value
     return out
 
 
+def check_output(path: str | os.PathLike, *, folder: bool = False, option: str = "--out") -> Path:
+    """Fail fast, before any computing, when ``path`` cannot be written: a file (``folder=False``) that
+    is an existing folder, a folder that is an existing file, a file standing where a parent folder
+    must go, or a nearest existing folder we may not create files in (read-only). Creates nothing.
+
+    Returns ``path`` as a Path; raises SystemExit (one line naming ``option`` and the path) otherwise.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise SystemExit(f"error: {option} {path} is an existing {'folder' if path.is_dir() else 'file'}; "
+                         f"it must be a {'folder' if folder else 'file'}")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SystemExit(f"error: {option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SystemExit(f"error: {option} {path}: the folder {existing} is not writable")
+    return path
+
+
 def summary_line(results: dict) -> str:
-    """One line for the terminal: name, k, ratio, images and PSNR per SNR of a results dict."""
+    """Terminal summary of a results dict: name, k, ratio, images and PSNR per SNR on one line; layered
+    prefixes, channel uses and a baseline's delivered / fell-back counts on further lines."""
     def per_snr(values, fmt=".2f"):
         return ", ".join(f"{s:g}: {v:{fmt}}" for s, v in zip(results["snr_db"], values))
 
@@ -145,4 +201,8 @@ def summary_line(results: dict) -> str:
         line += f"\n  first layers to k/n={layer['cumulative_bandwidth_ratio']:.4g}: PSNR {per_snr(prefix['psnr'])}"
     if "stop_psnr_db" in results:
         line += f"\n  mean channel uses per image: {per_snr(results['metrics']['channel_uses'], '.1f')}"
+    if "delivery" in results:  # separate baselines: codec reconstructions shown / all, per SNR
+        d = results["delivery"]
+        shown = ", ".join(f"{s:g}: {n}/{n + f}" for s, n, f in zip(results["snr_db"], d["delivered"], d["fell_back"]))
+        line += f"\n  delivered (the rest fell back), per {d['unit']}: {shown}"
     return line

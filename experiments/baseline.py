@@ -21,18 +21,19 @@ import sys
 from pathlib import Path
 
 from channels.links import BLER_BUDGETS
-from experiments.args import (add_data_args, add_device_args, add_snr_args, apply_device_args, parse_key_values,
-                              parse_snr_list, positive_int, summary_line)
+from experiments.args import (ArgumentParser, add_data_args, add_device_args, add_snr_args, apply_device_args,
+                              bandwidth_ratio, check_output, parse_key_values, parse_snr_list, positive_int,
+                              summary_line)
 from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
 from jscc.baselines.separate import BASELINE_METRICS, LINKS, SeparateBaseline, baseline_results
 from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
 from jscc.data import load_dataset
 from jscc.metrics import DEFAULT_METRICS
-from jscc.results import parse_ratio, write_results
+from jscc.results import write_results
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc baseline", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--codec", default="jpeg2000", choices=[*list_codecs(), *VIDEO_CODECS],
                    help="source codec (default: %(default)s); h264 / h265 code clips (video)")
     p.add_argument("--codec-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -51,7 +52,7 @@ def setup_args() -> argparse.ArgumentParser:
                         "match = design SNR equal to the test SNR (R = C(snr_avg))")
     p.add_argument("--mcs", nargs="*", default=[], help="LDPC: also fixed MCSs, e.g. QPSK-r1/2 16QAM-r3/4")
     add_snr_args(p, default="0:25:1")
-    p.add_argument("--bandwidth-ratio", default="1/12", help="k/n as a fraction (default: %(default)s)")
+    p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default="1/12", help="k/n as a fraction (default: 1/12)")
     p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_MODES,
                    help="default: full for images, payload (slice NAL units) for video")
     p.add_argument("--fallback", default=None, choices=[*FALLBACK_MODES, *VIDEO_FALLBACK_MODES],
@@ -83,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     apply_device_args(args)
     try:
         snrs = parse_snr_list(args.snr)
-        ratio = parse_ratio(args.bandwidth_ratio)
-    except (argparse.ArgumentTypeError, ValueError) as err:
+    except argparse.ArgumentTypeError as err:
         raise SystemExit(f"error: {err}")
+    ratio = args.bandwidth_ratio
     if args.mcs and args.link != "ldpc":
         raise SystemExit("error: --mcs applies to --link ldpc only")
     policies = [*args.design_snr, *args.design, *args.mcs]
     if not policies:
         raise SystemExit("error: give --design-snr VALUE(S), --design oracle|match or --mcs NAME(S)")
+    check_output(args.out, folder=len(policies) > 1)  # before any computing
     command = "jscc baseline " + shlex.join(sys.argv[2:] if argv is None else argv)
     if args.frames is not None or args.gop is not None or args.codec in VIDEO_CODECS:
         return _main_video(args, snrs, ratio, policies, command)
@@ -111,10 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     for policy in policies:
         results = baseline_results(baseline, snrs, policy, n_channel_draws=args.n_channel_draws, seed=args.seed,
                                    command=command, name=args.name if len(policies) == 1 else None)
-        path = write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out)
-        print(summary_line(results))
-        print(f"wrote {path}")
+        report(results, write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out))
     return 0
+
+
+def report(results: dict, path: Path) -> None:
+    """Console lines of one written baseline result; a warning when the fallback was all it ever showed."""
+    print(summary_line(results))
+    delivery = results.get("delivery")
+    if delivery and not any(delivery["delivered"]):
+        print(f"warning: {results['name']}: every {delivery['unit']} fell back to the {results['fallback']} at every "
+              "SNR (no codestream fitted the budget or got through): the curve is the fallback's", file=sys.stderr)
+    print(f"wrote {path}")
 
 
 def bler_table_kwargs(args) -> dict:
@@ -154,9 +164,7 @@ def _main_video(args, snrs, ratio, policies, command) -> int:
         results = video_baseline_results(baseline, snrs, policy, n_channel_draws=args.n_channel_draws,
                                          seed=args.seed, command=command,
                                          name=args.name if len(policies) == 1 else None)
-        path = write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out)
-        print(summary_line(results))
-        print(f"wrote {path}")
+        report(results, write_results(results, out / f"{results['name']}.json" if len(policies) > 1 else out))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A user error raised by a subcommand (a bad value, a missing or unreadable file, LPIPS or a codec
 unavailable) is printed as one line, ``jscc <cmd>: error: <message>``, with exit code 2; ``--debug``
-anywhere on the command line (or ``JSCC_DEBUG=1``) shows the traceback instead.
+anywhere on the command line (or ``JSCC_DEBUG=1``) shows the traceback instead. Argument errors are
+one such line too (``experiments.args.ArgumentParser``, no usage block).
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.main(argv[1:]) or 0
     except SystemExit as stop:
+        if isinstance(stop.code, int) and stop.code and not debug:
+            return stop.code  # an argument error: its one line is on stderr already (experiments.args.ArgumentParser)
         if debug or not isinstance(stop.code, str):
             raise
         message = stop.code.removeprefix("error: ")

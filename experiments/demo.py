@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from channels import AWGN, seed_everything
-from experiments.args import add_snr_args, parse_snr_list, positive_int
+from experiments.args import ArgumentParser, add_snr_args, parse_snr_list, positive_int
 from experiments.plot import plot_results
 from jscc import zoo
 from jscc.checkpoint import load
@@ -33,7 +33,7 @@ GRID_SNRS = (0.0, 5.0, 10.0, 20.0)
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc demo", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (default: %(default)s)")
     p.add_argument("--train", action="store_true", help="train a small model instead of loading the zoo model")
     p.add_argument("--epochs", type=positive_int, default=12, help="--train epochs (default: %(default)s)")

@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from experiments.args import ArgumentParser
 from jscc.results import read_results
 
 METRIC_LABELS = {
@@ -31,7 +32,7 @@ METRIC_LABELS = {
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc plot", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc plot", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="results JSON files")
     p.add_argument("--metric", nargs="+", default=["psnr"], choices=sorted(METRIC_LABELS),
                    help="metric(s); several draw one panel each, side by side (default: psnr)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from channels import build_channel
-from experiments.args import add_snr_args, parse_snr_list, positive_int, summary_line
+from experiments.args import ArgumentParser, add_snr_args, parse_snr_list, positive_int, summary_line
 from experiments import reproduce_generative
 from experiments.plot import expand_prefixes, plot_results, plot_vs_bandwidth
 from jscc.baselines.separate import SeparateBaseline, baseline_results
@@ -85,7 +85,7 @@ FIGURES = {
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc reproduce", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc reproduce", description=__doc__.split("\n\n")[0])
     p.add_argument("figure", choices=sorted([*FIGURES, *reproduce_generative.GENERATIVE_FIGURES]))
     p.add_argument("--data", required=True, help="test images (folder / ImageFolder tree): the CIFAR-10 test set, "
                                                  "or Kodak for kodak-1_16")

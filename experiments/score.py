@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.args import add_device_args, apply_device_args, positive_int
+from experiments.args import ArgumentParser, add_device_args, apply_device_args, positive_int
 
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg")
 DEFAULT = ("psnr", "ssim", "lpips")
@@ -29,7 +29,7 @@ LOWER_IS_BETTER = ("lpips", "lpips_vgg")
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc score", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc score", description=__doc__.split("\n\n")[0])
     p.add_argument("--ref", required=True, help="reference image file or folder")
     p.add_argument("--dist", required=True, help="reconstructed (distorted) image file or folder")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT), choices=METRICS,

@@ -12,8 +12,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.args import (add_channel_args, add_data_args, add_device_args, add_snr_args, apply_device_args,
-                              channel_from_args, parse_snr_list, positive_int, summary_line)
+from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, add_snr_args,
+                              apply_device_args, channel_from_args, check_output, parse_snr_list, positive_int,
+                              summary_line)
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
@@ -24,12 +25,13 @@ from jscc.system import JSCCSystem
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc sweep", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="checkpoint path or zoo name")
     add_data_args(p, default="sample", help_suffix="; test images")
     add_snr_args(p)
     p.add_argument("--frames", type=positive_int, default=None, metavar="T",
-                   help="video models: --data is a folder of clips; evaluate the first T frames of each")
+                   help="video models: --data is a folder of clips; evaluate the first T frames of each (default: "
+                        "the longest 1 + G*m that every clip holds)")
     p.add_argument("--allocation-policy", default=None, choices=POLICIES,
                    help="deepwive: bandwidth allocation among a GOP's frames (default: the model's policy)")
     p.add_argument("--intra-only", action="store_true",
@@ -64,14 +66,33 @@ def default_name(model: str, channel: str) -> str:
     return f"{stem}-{channel}"
 
 
+def first_frames(clips, gop_size: int, model_name: str):
+    """Without ``--frames``: the clips cut to their first ``T = 1 + G*m`` frames, the longest such T
+    that every clip holds (a video model codes an initial key frame, then GOPs of ``G`` frames)."""
+    from jscc.video import VideoSet
+
+    shortest = min(clips.num_frames(i) for i in range(len(clips)))
+    frames = 1 + gop_size * ((shortest - 1) // gop_size)
+    if frames == 1:
+        raise SystemExit(f"error: --frames: {model_name} codes clips of 1 + {gop_size}m frames (m >= 1), the shortest "
+                         f"clip of {clips.name} has {shortest}")
+    print(f"note: no --frames: coding the first {frames} frames of each clip (1 + {gop_size}m; the shortest has "
+          f"{shortest})", file=sys.stderr)
+    return VideoSet(clips.clips, clips.name, frames=frames, random_crop=False, clip_names=clips.clip_names)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
+    check_output(args.out)
     apply_device_args(args)
     try:
         snrs = parse_snr_list(args.snr)
     except argparse.ArgumentTypeError as err:
         raise SystemExit(f"error: {err}")
     model, ckpt = load(args.model, return_checkpoint=True)
+    video = hasattr(model, "clip_channel_uses")
+    if args.frames is not None and not video:
+        raise SystemExit(f"error: --frames is for video models; {args.model} is an image model ({model.registry_name})")
     train_info = ckpt.get("train", {})
     channel = channel_from_args(args, fallback=train_info.get("channel"))
     if args.feedback_snr is not None:
@@ -89,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     system = JSCCSystem(model, channel).to(args.device)
     if args.stop_psnr is not None and not hasattr(model, "encode_layer"):
         raise SystemExit(f"error: --stop-psnr needs a model that sends layer by layer, not {model.registry_name}")
-    if args.frames is not None:  # video: clips of T frames at native size (first T frames of each clip)
+    if video:  # clips of T frames at native size (first T frames of each clip)
         from jscc.video import load_video_folder
 
+        if args.data in (None, "sample", "cifar10"):
+            raise SystemExit(f"error: --data: {args.model} is a video model; give a folder of clips "
+                             "(frame folders or video files)")
         dataset = load_video_folder(args.data, frames=args.frames, random_crop=False, limit=args.limit, name=args.data_name)
+        if args.frames is None:
+            dataset = first_frames(dataset, model.gop_size, args.model)
     else:
         dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
                                limit=args.limit, name=args.data_name)

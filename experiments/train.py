@@ -12,12 +12,13 @@ import contextlib
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import torch
 
 from channels import seed_everything
-from experiments.args import (add_channel_args, add_data_args, add_device_args, apply_device_args, channel_from_args,
-                              parse_key_values, positive_int)
+from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, apply_device_args,
+                              bandwidth_ratio, channel_from_args, check_output, parse_key_values, positive_int)
 from jscc.checkpoint import read_checkpoint, resolve_checkpoint
 from jscc.data import ImageSet, holdout_split, load_dataset
 from jscc.registry import get_model_class, list_models
@@ -27,9 +28,10 @@ from jscc.train import TrainConfig, train
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc train", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc train", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="deepjscc", help=f"registered model ({', '.join(list_models())})")
-    p.add_argument("--bandwidth-ratio", default="1/12", help="k/n as a fraction, e.g. 1/12 (DeepJSCC: c = 96 k/n)")
+    p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default="1/12",
+                   help="k/n as a fraction, e.g. 1/12 (DeepJSCC: c = 96 k/n)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model option, VALUE parsed as JSON (e.g. hidden=[32,64,64,64]); repeatable")
     add_data_args(p, default="sample", help_suffix="; training images")
@@ -56,7 +58,11 @@ def setup_args() -> argparse.ArgumentParser:
                         "per-image PSNR, which keeps low-SNR errors from dominating a --train-snr-range run)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start a new run in an OUT that holds one (its files are replaced as the new run "
+                          "writes them)")
     p.add_argument("--train-layer", type=int, default=None, metavar="I",
                    help="layered models: train only layer I (1-based) with earlier layers frozen, on prefix I's "
                         "loss (layer-by-layer schedule; warm-start with --init from the previous stage)")
@@ -69,6 +75,48 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_args(p)
     return p
+
+
+RUN_FILES = ("best.pt", "last.pt", "log.csv", "history.json")  # what jscc.train.train writes into --out
+
+
+def check_run_folder(args) -> None:
+    """Before any work: refuse to train over an existing run without ``--resume`` / ``--overwrite``,
+    and ``--resume`` without ``OUT/last.pt``; say what ``--resume`` with another ``--epochs`` does."""
+    out = check_output(args.out, folder=True)
+    if args.resume:
+        last = out / "last.pt"
+        if not last.is_file():
+            raise SystemExit(f"error: --resume: there is no {last} to resume from (drop --resume to start a new run)")
+        if int(os.environ.get("RANK", "0")) == 0:
+            note = resume_note(read_checkpoint(last), args.epochs, last)
+            if note:
+                print(f"note: {note}", file=sys.stderr)
+    elif not args.overwrite:
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found:
+            raise SystemExit(f"error: --out {out} already holds a run ({', '.join(found)}): pass --resume to continue "
+                             "it or --overwrite to replace it")
+
+
+def resume_note(state: dict, epochs: int, path) -> str | None:
+    """One line on what ``--resume --epochs epochs`` does with the training checkpoint ``state`` at
+    ``path`` (None when ``epochs`` is the run's own). The learning-rate scheduler is restored from the
+    checkpoint, so its schedule keeps the length the run started with."""
+    done, planned = int(state["epoch"]), state.get("train", {}).get("epochs")
+    schedule = state.get("train", {}).get("lr_schedule", "cosine")
+    if epochs <= done:
+        return f"--resume: {path} has done {done} epochs >= --epochs {epochs}: nothing to train, the run stays as it is"
+    if planned is None or epochs == planned:
+        return None
+    head = f"--resume: {path} was started for {planned} epochs ({done} done); it trains on to epoch {epochs}"
+    if schedule == "none":
+        return head + " at its constant learning rate"
+    if epochs < planned:
+        return head + f", stopping before its {planned}-epoch {schedule} learning-rate schedule ends (not compressed)"
+    after = ("the learning rate rises again after epoch" if schedule == "cosine"
+             else "the learning rate stays at its last step after epoch")
+    return head + f" on its {planned}-epoch {schedule} learning-rate schedule (not stretched): {after} {planned}"
 
 
 def build_datasets(args) -> tuple[ImageSet, ImageSet]:
@@ -126,10 +174,16 @@ def build_video_datasets(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
+    check_run_folder(args)
     apply_device_args(args)
     seed_everything(args.seed)  # before the model is built: --seed fixes the initial weights
     model_cls = get_model_class(args.model)
     model = model_cls.from_bandwidth_ratio(args.bandwidth_ratio, **parse_key_values(args.model_arg, "--model-arg"))
+    video = hasattr(model, "clip_channel_uses")
+    if args.frames is not None and not video:
+        raise SystemExit(f"error: --frames is for video models; {args.model} is an image model")
+    if video and args.frames is None:
+        raise SystemExit(f"error: {args.model} is a video model: give --frames T (clips of T frames)")
     channel = channel_from_args(args)
     init = None
     if args.init is not None:
@@ -156,17 +210,31 @@ def main(argv: list[str] | None = None) -> int:
         train_layer=args.train_layer, train_agent=args.train_agent,
         extra={"dataset": train_set.name, "n_train_images": len(train_set), "val_dataset": val_set.name,
                "n_val_images": len(val_set), "crop": args.crop, "channel": channel.channel_config(),
-               "bandwidth_ratio": args.bandwidth_ratio, "init": init, "command": command},
+               "bandwidth_ratio": str(args.bandwidth_ratio), "init": init, "command": command},
     )
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
         print(f"{args.model} {model.config}  k/n = {args.bandwidth_ratio}  channel {channel.channel_config()}  "
               f"train {len(train_set)} / val {len(val_set)} images  out {args.out}")
-    with distributed(cfg):
+    with distributed(cfg), removed_if_left_empty(args.out):
         train(system, train_set, val_set, cfg, args.out, resume=args.resume, progress=not args.quiet)
     if main_process:
         print(f"best checkpoint: {args.out}/best.pt  last: {args.out}/last.pt")
     return 0
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder):
+    """A run that fails leaves no empty run folder: ``folder`` and the parents made for it are removed
+    if the block raises while they are empty (a folder that existed before is kept)."""
+    missing = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for p in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()  # only an empty folder
+        raise
 
 
 @contextlib.contextmanager

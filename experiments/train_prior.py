@@ -17,7 +17,7 @@ import sys
 
 
 from channels import seed_everything
-from experiments.args import add_data_args, add_device_args, apply_device_args, positive_int
+from experiments.args import ArgumentParser, add_data_args, add_device_args, apply_device_args, positive_int
 from jscc.data import ImageSet, holdout_split, load_dataset
 from jscc.priors import PriorTrainConfig, train_prior
 
@@ -25,7 +25,7 @@ DEFAULTS = PriorTrainConfig()
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc train-prior", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="jscc train-prior", description=__doc__.split("\n\n")[0])
     add_data_args(p, help_suffix="; training images (required)")
     p.add_argument("--crop", type=positive_int, default=None,
                    help="train on random CROPxCROP patches of larger photos (CROP = --resolution)")

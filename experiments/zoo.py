@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from experiments.args import ArgumentParser
 from jscc.zoo import ZOO
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jscc zoo", description=__doc__)
+    p = ArgumentParser(prog="jscc zoo", description=__doc__)
     p.add_argument("name", nargs="?", help="show one entry in full (training command, sha256)")
     return p
 

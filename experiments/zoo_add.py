@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from experiments import sweep as sweep_cli
-from experiments.args import parse_snr_list, positive_int
+from experiments.args import ArgumentParser, parse_snr_list, positive_int
 from jscc.checkpoint import atomic_torch_save, load, read_checkpoint
 from jscc.data import load_dataset
 from jscc.results import read_results, sha256_file, write_json
@@ -30,7 +30,7 @@ RESULTS_DIR = Path("results") / "zoo"
 
 
 def setup_args() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.zoo_add", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m experiments.zoo_add", description=__doc__.split("\n\n")[0])
     p.add_argument("name", help="zoo name, <model>-<dataset>-<k/n>-<channel>-snr<train SNR>")
     p.add_argument("checkpoint", help="trained checkpoint (best.pt / prior.pt)")
     p.add_argument("--data", required=True, help="test images of the reported metrics")

@@ -49,11 +49,18 @@ _RATIO_TOL = 1e-9
 
 
 class ResultsValidationError(ValueError):
-    """A results object breaks the schema; ``problems`` lists every one as ``"<json path>: <message>"``."""
+    """A results object breaks the schema; ``problems`` lists every one as ``"<json path>: <message>"``;
+    ``source``, the file it was read from (named on the message's first line), or None."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"{len(problems)} problem(s) in results:\n" + "\n".join(f"  {p}" for p in problems))
+    def __init__(self, problems: list[str], source: str | os.PathLike | None = None):
+        self.problems, self.source = problems, source
+        listing = "\n".join(f"  {p}" for p in problems)
+        if source is None:
+            super().__init__(f"{len(problems)} problem(s) in results:\n" + listing)
+        else:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            super().__init__(f"{source} is not a valid {SCHEMA_ID} results file: {problems[0] if problems else ''}"
+                             f"{more}\n" + listing)
 
 
 @cache
@@ -102,6 +109,10 @@ def _semantic_problems(obj: dict[str, Any]) -> list[str]:
             else:
                 check_len(value, parts + (name,))
     check_len(obj.get("mcs"), ("mcs",))
+    delivery = obj.get("delivery")
+    if isinstance(delivery, dict):
+        for key in ("delivered", "fell_back"):
+            check_len(delivery.get(key), ("delivery", key))
 
     ratio, ratio_str = obj.get("bandwidth_ratio"), obj.get("bandwidth_ratio_str")
     if isinstance(ratio_str, str) and isinstance(ratio, (int, float)):
@@ -222,10 +233,17 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a results file and validate it (:class:`ResultsValidationError` if invalid)."""
-    with open(path, encoding="utf-8") as f:
-        obj = json.load(f)
-    validate_results(obj)
+    """Read a results file and validate it: :class:`ResultsValidationError` if invalid, ValueError if
+    not JSON, each naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a JSON results file ({err})") from None
+    try:
+        validate_results(obj)
+    except ResultsValidationError as err:
+        raise ResultsValidationError(err.problems, source=path) from None
     return obj
 
 

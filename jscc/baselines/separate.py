@@ -281,23 +281,30 @@ class SeparateBaseline:
         return ok & np.array([r is not None for r in results])
 
     def sweep(self, snr_db: Sequence[float], design, *, n_channel_draws: int = 10, seed: int = 0) -> dict:
-        """Metrics per test SNR: ``{"metrics", "points"}`` (``points``: the operating point used per SNR)."""
+        """Metrics per test SNR: ``{"metrics", "points", "delivery"}`` (``points``: the operating point used
+        per SNR; ``delivery``: the results file's counts of (image, draw) pairs per SNR that showed the
+        codec's reconstruction, ``delivered``, or the fallback, ``fell_back``)."""
         generator = torch.Generator().manual_seed(seed)
         acc = MetricAccumulator()
-        points = []
+        points, delivered = [], []
         for i, snr in enumerate(tqdm(list(snr_db), desc="baseline", disable=not self.progress, leave=False)):
             point = self.choose(design, float(snr))
             points.append(point)
             mse_ok = self.fallback_mse if point is None else self._source_mse(point)
             scores_ok = self._source_scores(point)
+            fits = np.array([r is not None for r in self._results[point.budget_bytes]]) if point is not None else False
+            delivered.append(0)
             for _ in range(n_channel_draws):
                 ok = self.delivered(point, float(snr), generator)
+                delivered[-1] += int((ok & fits).sum())
                 mse = np.where(ok, mse_ok, self.fallback_mse)
                 acc.add(i, "psnr", torch.from_numpy(_psnr(mse)))
                 acc.add(i, "mse", torch.from_numpy(mse))
                 for m in self.metrics:
                     acc.add(i, m, torch.from_numpy(np.where(ok, scores_ok[m], self.fallback_scores[m])))
-        return {"metrics": acc.summary(), "points": points}
+        shown = len(self.images) * n_channel_draws
+        return {"metrics": acc.summary(), "points": points,
+                "delivery": delivery_counts("image x channel draw", delivered, shown)}
 
     def _source_mse(self, point: OperatingPoint) -> np.ndarray:
         self.code([point.budget_bytes])
@@ -335,6 +342,12 @@ def oracle_pick(points: Sequence[OperatingPoint], expected_psnr: Sequence[float]
     search over the whole design grid."""
     best = int(np.argmax(expected_psnr))
     return None if awgn_capacity and expected_psnr[best] < fallback_psnr else points[best]
+
+
+def delivery_counts(unit: str, delivered: Sequence[int], total: int) -> dict:
+    """The results file's ``delivery`` entry: per SNR, how many ``unit`` s (of ``total``) showed the codec's
+    reconstruction (the link delivered a codestream that fits the budget) and how many fell back."""
+    return {"unit": unit, "delivered": [int(d) for d in delivered], "fell_back": [int(total - d) for d in delivered]}
 
 
 def _chw(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -399,6 +412,8 @@ def separate_results(b, snr_db: Sequence[float], design, out: dict, *, name: str
         "provenance": provenance(command=command, seed=seed, lpips_backbones=M.lpips_backbone_sources(b.metrics)),
         "notes": notes + _cb_scaled_note(b),
     }
+    if "delivery" in out:
+        results["delivery"] = out["delivery"]
     if b.link == "ldpc":
         results["mcs"] = point_labels(out["points"])
     return results

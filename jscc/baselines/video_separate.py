@@ -74,8 +74,8 @@ from tqdm.auto import tqdm
 
 import channels.links as L
 from jscc.baselines.codecs import ACCOUNTING_MODES, CodecUnavailableError
-from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, OperatingPoint, _psnr, check_link, design_label,
-                                     oracle_candidates, oracle_pick, separate_results)
+from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, OperatingPoint, _psnr, check_link, delivery_counts,
+                                     design_label, oracle_candidates, oracle_pick, separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
                                          encode_clip_to_budget, fallback_clip, reconstruct, video_channel_uses)
 from jscc.metrics import (MetricAccumulator, load_lpips, lpips_distance, metrics_for_sizes, ms_ssim, ms_ssim_supported,
@@ -528,19 +528,23 @@ class VideoSeparateBaseline:
         return float(np.mean(np.sum(prob * psnr, axis=-1)))
 
     def sweep(self, snr_db: Sequence[float], design, *, n_channel_draws: int = 10, seed: int = 0) -> dict:
-        """``{"metrics", "per_frame", "points"}``: metrics per test SNR over (clip, frame, draw), per frame index,
-        and the operating point used per SNR."""
+        """``{"metrics", "per_frame", "points", "delivery"}``: metrics per test SNR over (clip, frame, draw), per
+        frame index, the operating point used per SNR, and per SNR the (clip GOP, draw) pairs whose GOP was
+        delivered and fitted its budget (``delivered``) or was concealed / fell back (``fell_back``)."""
         if isinstance(n_channel_draws, bool) or not isinstance(n_channel_draws, int) or n_channel_draws < 1:
             raise ValueError(f"n_channel_draws must be a positive integer, got {n_channel_draws!r}")
         generator = torch.Generator().manual_seed(seed)
         acc = MetricAccumulator()
-        points = []
+        points, delivered = [], []
         snrs = [float(s) for s in snr_db]
         for i, snr in enumerate(tqdm(snrs, desc="video baseline", disable=not self.progress, leave=False)):
             point = self.choose(design, snr)
             points.append(point)
+            fits = False if point is None else np.stack([c.fits for c in self.coded(point)])  # (N, G)
+            delivered.append(0)
             for _ in range(n_channel_draws):
                 gop_ok = self.delivered(point, snr, generator)
+                delivered[-1] += int((gop_ok & fits).sum())
                 mse, sim = self.frame_mse(point, gop_ok), self.frame_ssim(point, gop_ok)  # (N, T)
                 lp = None if self._lpips is None else self.frame_lpips(point, gop_ok)
                 for key, t_slice in [(i, slice(None))] + [((i, "frame", t), t) for t in range(self.t)]:
@@ -550,7 +554,9 @@ class VideoSeparateBaseline:
                     if lp is not None:
                         acc.add(key, "lpips", torch.from_numpy(lp[:, t_slice]))
         per_frame = [acc.summary([(i, "frame", t) for i in range(len(snrs))]) for t in range(self.t)]
-        return {"metrics": acc.summary(range(len(snrs))), "per_frame": per_frame, "points": points}
+        shown = len(self.frames) * len(self.gops) * n_channel_draws
+        return {"metrics": acc.summary(range(len(snrs))), "per_frame": per_frame, "points": points,
+                "delivery": delivery_counts("GOP x channel draw", delivered, shown)}
 
     # ------------------------------------------------------------------ description
     def layout_note(self) -> str:

@@ -43,7 +43,7 @@ def c_from_bandwidth_ratio(ratio: Fraction | str | float) -> int:
     c = frac * SOURCE_SAMPLES_PER_PIXEL * DOWNSAMPLING**2 * 2
     if c.denominator != 1 or c <= 0:
         raise ValueError(
-            f"bandwidth ratio {ratio} gives c = 96*k/n = {float(c):.4g} output filters, which is not a "
+            f"bandwidth ratio {ratio} gives c = 96*k/n = {float(c):.10g} output filters, which is not a "
             "positive integer; DeepJSCC realises k/n = c/96 (e.g. 1/12 -> c=8, 1/6 -> c=16)"
         )
     return int(c)

@@ -517,7 +517,7 @@ class DeepWiVe(nn.Module):
         chunks = frac * SOURCE_SAMPLES_PER_PIXEL * DOWNSAMPLING**2 * 2 * g * cpf / c
         if chunks.denominator != 1 or not 1 <= chunks <= g * cpf:
             raise ValueError(f"bandwidth ratio {ratio} needs gop_chunks = 96*G*chunks_per_frame*k/n / c = "
-                             f"{float(chunks):.4g}, not an integer in 1..{g * cpf} (c={c}, chunks_per_frame={cpf}, "
+                             f"{float(chunks):.10g}, not an integer in 1..{g * cpf} (c={c}, chunks_per_frame={cpf}, "
                              f"G={g}; the ratio is gop_chunks*c/({96 * g * cpf}))")
         return cls(**{**kwargs, "gop_chunks": int(chunks)})
 

@@ -124,3 +124,31 @@ def test_errors():
         snr_db_to_lin(torch.tensor([1.0, math.inf]))
     with pytest.raises(TypeError, match="snr_db must be a real number"):
         snr_db_to_lin("10")
+
+
+def _reference(z, power=1.0, eps=1e-12):
+    """The normalisation before huge inputs were handled: ordinary inputs must still match it bit for bit."""
+    return z * ((z.shape[-1] * power) ** 0.5 / torch.linalg.vector_norm(z, dim=-1, keepdim=True).clamp_min(eps))
+
+
+def test_huge_symbols_are_normalised_not_zeroed():
+    """|z| ~ 1e19 overflows the float32 sum of squares: those examples are rescaled first, not sent as zeros."""
+    z = _symbols(3, 64)
+    z[1] *= 1e19
+    z[2] *= 3e37
+    out = power_normalize(z, power=2.0)
+    assert torch.isfinite(torch.view_as_real(out)).all()
+    torch.testing.assert_close(_power(out), torch.full((3,), 2.0), rtol=1e-5, atol=0)
+    assert torch.equal(out[0], _reference(z[:1], 2.0)[0])  # the ordinary example of the batch: unchanged
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 1e3, 1e17])
+def test_ordinary_symbols_and_gradients_unchanged_bit_for_bit(scale):
+    z = (_symbols(4, 3, 40, seed=3) * scale).requires_grad_(True)
+    z_ref = z.detach().clone().requires_grad_(True)
+    out, ref = power_normalize(z), _reference(z_ref)
+    assert torch.equal(out, ref)
+    weights = _symbols(4, 3, 40, seed=4)
+    (out * weights.conj()).real.sum().backward()
+    (ref * weights.conj()).real.sum().backward()
+    assert torch.equal(z.grad, z_ref.grad)

@@ -181,9 +181,9 @@ def test_dispatcher(capsys):
 @pytest.mark.parametrize("argv, match", [
     (["sweep", "no-such-model", "--out", "x.json"], "jscc sweep: error: 'no-such-model' is neither a checkpoint"),
     (["baseline", "--design-snr", "10", "--bandwidth-ratio", "1/0", "--out", "x.json"],
-     "jscc baseline: error: malformed ratio '1/0'"),
+     "jscc baseline: error: argument --bandwidth-ratio: malformed ratio '1/0'"),
     (["baseline", "--design-snr", "10", "--bandwidth-ratio", "abc", "--out", "x.json"],
-     "jscc baseline: error: malformed ratio 'abc'"),
+     "jscc baseline: error: argument --bandwidth-ratio: malformed ratio 'abc'"),
     (["plot", "missing.json", "--out", "x.png"], "jscc plot: error: .*missing.json"),
 ])
 def test_user_errors_are_one_line(argv, match, tmp_path, monkeypatch, capsys):

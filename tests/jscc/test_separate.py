@@ -112,6 +112,32 @@ def test_fallback_when_nothing_fits(photos):
     assert mean == pytest.approx(float(np.mean(-10 * np.log10(b.fallback_mse))))
 
 
+def test_results_count_delivered_and_fallen_back_images_per_snr(photos):
+    """Below the cliff every (image, draw) falls back; above it those whose codestream fits are delivered."""
+    b = SeparateBaseline(photos, link="capacity", bandwidth_ratio="1/6", workers=1)
+    res = baseline_results(b, [10.0, 25.0], 20.0, n_channel_draws=2)
+    validate_results(res)
+    fits = sum(r is not None for r in b._results[b.capacity_point(20.0).budget_bytes])
+    assert fits > 0
+    assert res["delivery"] == {"unit": "image x channel draw", "delivered": [0, 2 * fits],
+                               "fell_back": [12, 12 - 2 * fits]}
+    with pytest.raises(ValueError, match=r"\$\.delivery\.fell_back: has 1 values but snr_db has 2"):
+        validate_results({**res, "delivery": {**res["delivery"], "fell_back": [12]}})
+
+
+def test_baseline_cli_warns_when_everything_fell_back(tmp_path, write_pngs, capsys):
+    """At k/n = 1/48 designed for 0 dB (8 bytes per image) no JPEG2000 codestream fits: a flat curve, flagged."""
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 2)
+    out = tmp_path / "r.json"
+    assert baseline_cli.main(["--data", str(tmp_path / "imgs"), "--design-snr", "0", "--snr", "0,10",
+                              "--bandwidth-ratio", "1/48", "--n-channel-draws", "1", "--metrics", "psnr",
+                              "--workers", "1", "--quiet", "--out", str(out)]) == 0
+    assert read_results(out)["delivery"] == {"unit": "image x channel draw", "delivered": [0, 0], "fell_back": [2, 2]}
+    printed = capsys.readouterr()
+    assert "every image x channel draw fell back to the image_mean at every SNR" in printed.err
+    assert "delivered (the rest fell back), per image x channel draw: 0: 0/2, 10: 0/2" in printed.out
+
+
 def test_dataset_mean_fallback_is_worse_than_image_mean(photos):
     image_mean = SeparateBaseline(photos, fallback="image_mean", workers=1).fallback_mse
     dataset_mean = SeparateBaseline(photos, fallback="dataset_mean", workers=1).fallback_mse

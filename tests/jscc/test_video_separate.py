@@ -121,8 +121,10 @@ def test_nothing_fits_gives_the_fallback_at_every_snr(clips):
     b = VideoSeparateBaseline(clips, codec="h264", bandwidth_ratio="1/12")
     point = b.capacity_point(-20.0)  # floor(1280 log2 1.01) = 18 bits: no H.264 clip fits
     assert point.bits == 18 and all(c.result is None and not c.fits.any() for c in b.coded(point))
-    psnr = b.sweep([0.0, 20.0], -20.0, n_channel_draws=1)["metrics"]["psnr"]
-    assert psnr == pytest.approx([float((-10 * np.log10(b.fallback_mse)).mean())] * 2)
+    out = b.sweep([0.0, 20.0], -20.0, n_channel_draws=1)
+    assert out["metrics"]["psnr"] == pytest.approx([float((-10 * np.log10(b.fallback_mse)).mean())] * 2)
+    # per SNR, 2 clips x 2 GOPs x 1 draw: all fell back
+    assert out["delivery"] == {"unit": "GOP x channel draw", "delivered": [0, 0], "fell_back": [4, 4]}
 
 
 def _step_table(k: int, mcs: str, threshold_db: float) -> BlerTable:
@@ -207,6 +209,9 @@ def test_results_validate_and_record_the_setup(clips):
     b = VideoSeparateBaseline(clips, codec="h264", bandwidth_ratio="1/12", fallback="dataset_mean")
     res = video_baseline_results(b, [0.0, 10.0, 20.0], 10.0, n_channel_draws=2)
     validate_results(res)
+    delivery = res["delivery"]  # (clip GOP, draw) pairs: 2 clips x 2 GOPs x 2 draws per SNR
+    assert delivery["delivered"][0] == 0 and delivery["delivered"][2] > 0
+    assert [d + f for d, f in zip(delivery["delivered"], delivery["fell_back"])] == [8, 8, 8]
     assert res["method"] == "separate" and res["codec"] == "h264" and res["link"] == "capacity"
     assert res["design_snr_db"] == 10.0 and res["byte_accounting"] == "payload" and res["fallback"] == "dataset_mean"
     assert res["k"] == 1280 and res["bandwidth_ratio_str"] == "1/12" and res["dataset"]["n_images"] == 2
