@@ -1166,12 +1166,17 @@ def _point_seed(seed: int, snr_db: float) -> int:
 def _fill_exact(table: BlerTable, index: np.ndarray, *, link_args: tuple, path: Path | None,
                 verbose: bool) -> None:
     """Simulate the pending points ``index`` (ascending) of an exact table, saving it after each.
-    A point above an error-free point is set to 0 without simulating (as when building whole)."""
+    A point above an error-free point is set to 0 without simulating (as when building whole).
+    Points another process has saved to ``path`` meanwhile are taken from there (before each point
+    and before each save), so processes that share a cache share the work."""
     import sionna.phy
 
     key = table.key
     link = get_link(*link_args[:2], num_bp_iter=link_args[2], demapping=link_args[3], device=link_args[4])
     for i in np.sort(index):
+        _adopt_saved_points(table, path)
+        if not table.pending[i]:
+            continue
         if (table.bler[:i] == 0).any():
             table.bler[i], table.n_blocks[i], table.n_errors[i] = 0.0, 0, 0
             continue
@@ -1193,7 +1198,17 @@ def _fill_exact(table: BlerTable, index: np.ndarray, *, link_args: tuple, path: 
             print(f"BLER {key['mcs']} k={key['k']} at {snr:.2f} dB: {errors}/{blocks} blocks in error "
                   f"({seconds:.1f} s)", file=sys.stderr, flush=True)
         if path is not None:
+            _adopt_saved_points(table, path)
             _atomic_write_json(table.to_json(), path)
+
+
+def _adopt_saved_points(table: BlerTable, path: Path | None) -> None:
+    """Copy into ``table`` the points it lacks that the cache file at ``path`` (same key) holds."""
+    saved = None if path is None else _load_table(path, table.key)
+    if saved is not None:
+        new = table.pending & ~saved.pending
+        for name in ("bler", "n_blocks", "n_errors"):
+            getattr(table, name)[new] = getattr(saved, name)[new]
 
 
 def _load_table(path: Path, key: dict) -> BlerTable | None:

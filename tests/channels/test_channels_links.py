@@ -289,6 +289,24 @@ def test_lazy_table_simulates_only_what_lookups_read_and_equals_the_whole_table(
     assert L.bler_table(K, "QPSK-r1/2", grid, cache_dir=tmp_path / "lazy", **opts).bler.tolist() == whole.bler.tolist()
 
 
+def test_lazy_tables_sharing_a_cache_share_their_points(tmp_path, monkeypatch):
+    # Two processes (here two tables opened before either simulated) on one cache file: a point one
+    # of them saved is taken from the file by the other, and the file ends with every point of both.
+    calls = []
+    monkeypatch.setattr(L, "_simulate_bler_point", _fake_waterfall_point(calls))
+    grid = [0.5, 1.0, 1.5, 2.0, 2.5]
+    opts = dict(n_blocks=50, max_errors=50, batch_size=50, cache_dir=tmp_path, lazy=True)
+    a, b = (L.bler_table(K, "QPSK-r1/2", grid, **opts) for _ in range(2))
+    a.resolve([1])
+    b.resolve([1, 3])
+    assert calls == [("QPSK-r1/2", 1.0), ("QPSK-r1/2", 2.0)]  # b took 1.0 dB from a's save
+    assert b.n_errors[1] == a.n_errors[1]
+    a.resolve([0])
+    (path,) = tmp_path.glob("*.json")
+    saved = L.BlerTable.from_json(json.loads(path.read_text()))
+    assert saved.pending.tolist() == [False, False, True, False, True]
+
+
 def test_table_built_before_per_point_seeds_is_still_read(tmp_path, monkeypatch):
     grid = [1.0, 2.0]
     monkeypatch.setattr(L, "_simulate_bler_point", lambda *a: pytest.fail("simulated a cached table"))
