@@ -93,13 +93,33 @@ def add_snr_args(parser: argparse.ArgumentParser, default: str = "0:20:2", help:
 
 
 def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:
+    from channels.ofdm import OFDM_INTERPOLATIONS, OFDM_MODELS
+
     g = parser.add_argument_group("channel")
-    g.add_argument("--channel", default=default, choices=["awgn", "rayleigh"], help="channel model (default: %(default)s)")
+    g.add_argument("--channel", default=default, choices=["awgn", "rayleigh", "ofdm"],
+                   help="channel model (default: %(default)s)")
     g.add_argument("--block-length", type=int, default=None,
                    help="Rayleigh: symbols per fading block; omit for one h per image (slow fading), 1 = fast fading")
-    g.add_argument("--csi", default=None, choices=["none", "receiver"], help="Rayleigh: channel state at the receiver (default none)")
+    g.add_argument("--csi", default=None, choices=["none", "receiver", "perfect", "ls"],
+                   help="Rayleigh: none or receiver (default none); OFDM: perfect or ls (pilot-based least squares, "
+                        "the default)")
     g.add_argument("--equalization", default=None, choices=["zf", "mmse", "side"],
-                   help="Rayleigh with --csi receiver: zero-forcing, MMSE, or h given to the decoder (side)")
+                   help="Rayleigh with --csi receiver: zero-forcing, MMSE, or h given to the decoder (side); "
+                        "OFDM: zf or mmse (default)")
+    g.add_argument("--ofdm-model", default=None, choices=OFDM_MODELS,
+                   help="OFDM: 3GPP TDL profile, flat Rayleigh per grid, or none (default tdl-a)")
+    g.add_argument("--delay-spread", type=float, default=None, metavar="NS",
+                   help="OFDM TDL: RMS delay spread in ns (default 100)")
+    g.add_argument("--speed", type=float, default=None, metavar="M_S", help="OFDM TDL: UE speed in m/s (default 3)")
+    g.add_argument("--fft-size", type=positive_int, default=None,
+                   help="OFDM: subcarriers (default 72: 864 data + 144 pilot REs per 14-symbol grid)")
+    g.add_argument("--interpolation", default=None, choices=OFDM_INTERPOLATIONS,
+                   help="OFDM --csi ls: interpolation of the pilot estimates (default lin)")
+
+
+#: The OFDM options of :func:`add_channel_args` -> (constructor argument, divisor to its unit).
+_OFDM_OPTIONS = {"ofdm_model": ("model", None), "delay_spread": ("delay_spread", 1e9), "speed": ("speed", None),
+                 "fft_size": ("fft_size", None), "interpolation": ("interpolation", None)}
 
 
 def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
@@ -112,10 +132,28 @@ def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
     if name != fallback.get("name", name):
         fallback = {}
     fallback.pop("name", None)
+    ofdm_given = [f"--{o.replace('_', '-')}" for o in _OFDM_OPTIONS if getattr(args, o, None) is not None]
+    if name != "ofdm" and ofdm_given:
+        raise ValueError(f"{'/'.join(ofdm_given)} apply to --channel ofdm only")
     if name == "awgn":
         if args.block_length is not None or args.csi not in (None, "none") or args.equalization is not None:
             raise ValueError("--block-length/--csi/--equalization apply to --channel rayleigh only")
         return build_channel("awgn")
+    if name == "ofdm":
+        if args.block_length is not None or args.csi in ("none", "receiver") or args.equalization == "side":
+            raise ValueError("--channel ofdm takes --csi perfect|ls and --equalization zf|mmse (no --block-length)")
+        opts = {key: fallback[key] for key in ("model", "delay_spread", "speed", "carrier_frequency", "fft_size",
+                                               "num_ofdm_symbols", "subcarrier_spacing", "cyclic_prefix_length",
+                                               "pilot_ofdm_symbols", "interpolation", "csi", "equalization")
+                if key in fallback}
+        for option, (key, divisor) in _OFDM_OPTIONS.items():
+            value = getattr(args, option, None)
+            if value is not None:
+                opts[key] = value / divisor if divisor else value
+        opts.update({key: getattr(args, key) for key in ("csi", "equalization") if getattr(args, key) is not None})
+        return build_channel("ofdm", **opts)
+    if args.csi in ("perfect", "ls"):
+        raise ValueError(f"--csi {args.csi} applies to --channel ofdm; Rayleigh takes --csi none|receiver")
     opts = {
         "block_length": args.block_length if args.block_length is not None else fallback.get("block_length"),
         "csi": args.csi or fallback.get("csi", "none"),

@@ -122,7 +122,7 @@ def test_missing_nested_required_and_bad_values_all_listed():
     del r["provenance"]["torch"]
     r["schema"] = "jscc-results/2"
     r["k"] = 0
-    r["channel"]["csi"] = "perfect"
+    r["channel"]["csi"] = "genie"
     r["byte_accounting"] = "container"
     r["snr_db"] = []
     problems = _problems(r)

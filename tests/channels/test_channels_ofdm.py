@@ -1,0 +1,179 @@
+"""OFDM link on Sionna's blocks (channels/ofdm.py): statistics with stated tolerances, accounting,
+gradients, reproducibility, bad parameters and one CLI run."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from channels import OFDM, build_channel
+from channels.ofdm import OFDM_MODELS
+from jscc.models import DeepJSCC
+from jscc.system import JSCCSystem
+
+
+def _symbols(batch: int, k: int, seed: int = 0) -> torch.Tensor:
+    """CN(0, 1) symbols (unit average power), complex64 ``(batch, k)``."""
+    w = torch.randn(batch, k, 2, generator=torch.Generator().manual_seed(seed))
+    return torch.view_as_complex(w) * 0.5**0.5
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_unit_channel_with_perfect_csi_is_awgn():
+    # 64 x 512 = 32,768 errors per SNR: the relative standard error of their mean power is
+    # 1/sqrt(32768) = 0.55 %; tolerance 3 % (> 5 sigma). The reported noise variance is N0 itself.
+    z = _symbols(64, 512)
+    link = OFDM(model="none", csi="perfect", equalization="zf")
+    for snr in (0.0, 10.0, 20.0):
+        out = link(z, snr, generator=_gen(1))
+        n0 = 10 ** (-snr / 10)
+        assert out["y"].shape == z.shape and out["y"].dtype == torch.complex64
+        assert abs((out["y"] - z).abs().square().mean().item() / n0 - 1) < 0.03
+        torch.testing.assert_close(out["noise_var"], torch.full(z.shape, n0), rtol=1e-5, atol=0)
+    # one SNR per example: each example's error power follows its own N0 (512 samples: 1 sigma 4.4 %)
+    snr = torch.linspace(0, 20, 64)
+    err = (link(z, snr, generator=_gen(2))["y"] - z).abs().square().mean(1)
+    ratio = err / 10 ** (-snr / 10)
+    assert (ratio - 1).abs().max() < 0.2 and abs(ratio.mean().item() - 1) < 0.03
+
+
+def test_ls_estimation_error_matches_its_closed_form_at_high_snr():
+    # H = 1, LS with nearest-neighbour interpolation: H_hat = 1 + e, e ~ CN(0, N0) (unit pilots), so
+    # y / H_hat - x ~ n - x e: error power N0 (1 + E|x|^2) = 2 N0 to first order (second order +O(N0)).
+    # 256 grids x 864 REs at 20 dB; each pilot estimate serves 6-7 data REs, so ~30k independent
+    # estimates: 1 sigma ~1 %; tolerance 4 %.
+    z = _symbols(256, 864)
+    link = OFDM(model="none", csi="ls", interpolation="nn", equalization="zf")
+    n0 = 0.01
+    err = (link(z, 20.0, generator=_gen(3))["y"] - z).abs().square().mean().item()
+    assert abs(err / (2 * n0) - 1) < 0.04, err
+
+
+def test_mmse_is_the_biased_estimate_and_beats_zf_on_a_flat_fading_grid():
+    z = _symbols(128, 864)
+    zf = OFDM(model="flat", csi="perfect", equalization="zf")(z, 5.0, generator=_gen(4))
+    mmse = OFDM(model="flat", csi="perfect", equalization="mmse")(z, 5.0, generator=_gen(4))
+    torch.testing.assert_close(mmse["y"], zf["y"] / (1 + zf["noise_var"]), rtol=1e-5, atol=1e-6)
+    assert (mmse["y"] - z).abs().square().mean() < (zf["y"] - z).abs().square().mean()
+    # the post-equalisation noise variance of the biased estimate predicts its error (perfect CSI):
+    # 110,592 samples, heavy-tailed per-RE variances; tolerance 5 %
+    err = (mmse["y"] - z).abs().square().mean().item()
+    assert abs(err / mmse["noise_var"].mean().item() - 1) < 0.05
+
+
+@pytest.mark.parametrize("model", [m for m in OFDM_MODELS if m != "none"])
+def test_average_channel_power_is_one(model):
+    # E|H|^2 = 1 over resource elements and draws: 600 grids; the per-grid mean of |H|^2 has a
+    # standard deviation of at most 1 (one Rayleigh tap), so 1 sigma of the mean <= 4.1 %; tolerance 15 %.
+    link = OFDM(model=model)
+    blocks = link._sionna(torch.device("cpu"))
+    h = link._channel(blocks, 600, _gen(5), torch.zeros(1, dtype=torch.complex64))
+    assert h.shape == (600, 1, 1, 1, 1, 14, 72)
+    assert abs(h.abs().square().mean().item() - 1) < 0.15
+
+
+def test_delay_spread_makes_the_channel_frequency_selective():
+    # The wider the delay spread, the less alike two subcarriers 36 apart (1.08 MHz) are:
+    # E|H(f) - H(f + 36)|^2 = 2 (1 - Re rho) grows from ~0 (30 ns) towards 2 (1000 ns).
+    def decorrelation(ds):
+        link = OFDM(model="tdl-a", delay_spread=ds)
+        h = link._channel(link._sionna(torch.device("cpu")), 400, _gen(6), torch.zeros(1, dtype=torch.complex64))
+        return (h[..., :36] - h[..., 36:]).abs().square().mean().item()
+
+    short, long = decorrelation(30e-9), decorrelation(1000e-9)
+    assert short < 0.5 < 1.5 < long, (short, long)
+
+
+def test_resource_elements_are_accounted_exactly():
+    link = OFDM()
+    assert (link.data_res_per_grid, link.pilot_res_per_grid, link.cyclic_prefix_length) == (864, 144, 5)
+    one = link.resource_elements(512)  # CIFAR-10 at 1/6: one grid, 352 data REs left empty
+    assert one == {"grids": 1, "data_res": 512, "padding_res": 352, "pilot_res": 144, "time_samples": 14 * 77,
+                   "res_per_channel_use": 1008 / 512, "samples_per_channel_use": 1078 / 512}
+    three = link.resource_elements(1729)  # 2 x 864 + 1
+    assert (three["grids"], three["padding_res"], three["pilot_res"]) == (3, 863, 432)
+    small = OFDM(fft_size=48, num_ofdm_symbols=7, pilot_ofdm_symbols=[3])
+    assert (small.cyclic_prefix_length, small.data_res_per_grid, small.pilot_res_per_grid) == (3, 288, 48)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        link.resource_elements(0)
+
+
+@pytest.mark.parametrize("kwargs", [dict(model="tdl-a", csi="ls"), dict(model="flat", csi="perfect", equalization="zf")])
+def test_gradients_reach_the_encoder(kwargs):
+    torch.manual_seed(0)
+    system = JSCCSystem(DeepJSCC(c=16), OFDM(**kwargs))
+    x = torch.rand(4, 3, 32, 32)
+    out = system(x, 10.0, generator=_gen(7))
+    assert out["x_hat"].shape == x.shape
+    torch.nn.functional.mse_loss(out["x_hat"], x).backward()
+    grad = system.model.encoder[0].weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_reproducible_from_the_generator_and_sionna_state_untouched():
+    from sionna.phy import config
+
+    z = _symbols(8, 1000)
+    link = OFDM()
+    link(z, 10.0, generator=_gen(0))  # build the blocks
+    before = config.torch_rng("cpu").get_state()
+    a = link(z, 10.0, generator=_gen(8))["y"]
+    b = link(z, 10.0, generator=_gen(8))["y"]
+    c = link(z, 10.0, generator=_gen(9))["y"]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(config.torch_rng("cpu").get_state(), before)
+    # layered symbols (B, L, k): each (example, layer) on its own grids, SNR per layer
+    y = link(z.reshape(8, 2, 500), torch.tensor([[[5.0], [15.0]]]).expand(8, 2, 1), generator=_gen(10))["y"]
+    assert y.shape == (8, 2, 500)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model="tdl-f"), "unknown OFDM model"),
+    (dict(csi="receiver"), "unknown OFDM csi"),
+    (dict(fft_size=0), "fft_size must be a positive integer"),
+    (dict(delay_spread=-1e-9), "delay_spread must be a positive number"),
+    (dict(speed=float("nan")), "speed must be a number >= 0"),
+    (dict(pilot_ofdm_symbols=[2, 14]), "pilot_ofdm_symbols"),
+    (dict(cyclic_prefix_length=100), "cyclic_prefix_length"),
+])
+def test_bad_parameters_are_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        OFDM(**kwargs)
+
+
+def test_bad_inputs():
+    link = OFDM()
+    with pytest.raises(ValueError, match="complex64"):
+        link(_symbols(2, 8).to(torch.complex128), 10.0)
+    with pytest.raises(ValueError, match="snr_db must be given"):
+        link(_symbols(2, 8))
+    assert isinstance(build_channel("ofdm", model="flat"), OFDM)
+
+
+def test_cli_trains_and_sweeps_over_ofdm(tmp_path, write_pngs):
+    from experiments import sweep as sweep_cli
+    from experiments import train as train_cli
+
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 6)
+    run = tmp_path / "run"
+    assert train_cli.main(["--data", str(tmp_path / "imgs"), "--bandwidth-ratio", "1/6", "--epochs", "1",
+                           "--batch-size", "2", "--val-size", "2", "--channel", "ofdm", "--ofdm-model", "tdl-c",
+                           "--delay-spread", "300", "--speed", "30", "--csi", "ls", "--quiet", "--out", str(run)]) == 0
+    out = tmp_path / "sweep.json"
+    assert sweep_cli.main([str(run / "best.pt"), "--data", str(tmp_path / "imgs"), "--snr", "0", "10",
+                           "--metrics", "psnr", "--n-channel-draws", "1", "--quiet", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    channel = res["channel"]
+    assert (channel["name"], channel["model"], channel["csi"]) == ("ofdm", "tdl-c", "ls")  # from the checkpoint
+    assert channel["delay_spread"] == pytest.approx(300e-9) and channel["speed"] == 30.0
+    assert res["k"] == 512 and channel["resource_elements"]["padding_res"] == 352
+    assert channel["resource_elements"]["bandwidth_ratio_with_pilots"] == pytest.approx(1008 / 3072)
+    assert all(math.isfinite(p) for p in res["metrics"]["psnr"])
+    with pytest.raises(ValueError, match="apply to --channel ofdm only"):
+        sweep_cli.main([str(run / "best.pt"), "--data", str(tmp_path / "imgs"), "--channel", "awgn",
+                        "--ofdm-model", "flat", "--quiet", "--out", str(tmp_path / "x.json")])
