@@ -3,7 +3,8 @@ from jscc.models.deepjscc import ADJSCC, DeepJSCC, c_from_bandwidth_ratio
 from jscc.models.feedback import DeepJSCCFeedback
 from jscc.models.generative import GenerativeJSCC, InverseJSCC
 from jscc.models.layered import LayeredMasked, LayeredMultiDecoder, LayeredRefinement
+from jscc.models.quantized import DeepJSCCQ
 from jscc.models.video import DeepWiVe
 
-__all__ = ["ADJSCC", "DeepJSCC", "DeepJSCCFeedback", "DeepWiVe", "GenerativeJSCC", "InverseJSCC", "LayeredMasked",
+__all__ = ["ADJSCC", "DeepJSCC", "DeepJSCCFeedback", "DeepJSCCQ", "DeepWiVe", "GenerativeJSCC", "InverseJSCC", "LayeredMasked",
            "LayeredMultiDecoder", "LayeredRefinement", "c_from_bandwidth_ratio"]
