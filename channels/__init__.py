@@ -1,6 +1,6 @@
 """The signal chain: power normalisation, channels, capacity references, seeding.
 
-    z ─► power_normalize ─► awgn / rayleigh (─► equalize) / OFDM (Sionna) ─► y
+    z ─► power_normalize ─► awgn / rayleigh (─► equalize) / OFDM / MIMO (Sionna) ─► y
 
 Each stage is a function and a Module side by side (``awgn`` / ``AWGN``). Conventions
 (power per example, ``snr_db`` = Es/N0 per complex use, ``N0 = P / 10^(snr_db/10)``,
@@ -12,6 +12,7 @@ from torch import nn
 from .awgn import AWGN, awgn
 from .capacity import awgn_capacity, rayleigh_ergodic_capacity, rayleigh_outage_probability
 from .fading import CSI_MODES, EQUALIZATIONS, Rayleigh, equalize, rayleigh
+from .mimo import MIMO
 from .ofdm import OFDM
 from .power import PowerNormalize, power_normalize, snr_db_to_lin, snr_db_to_noise_var
 from .random import make_generator, seed_everything
@@ -21,6 +22,7 @@ __all__ = [
     "CHANNELS",
     "CSI_MODES",
     "EQUALIZATIONS",
+    "MIMO",
     "OFDM",
     "PowerNormalize",
     "Rayleigh",
@@ -39,11 +41,11 @@ __all__ = [
 ]
 
 # The one name -> class map, keyed by each class's ``name``.
-CHANNELS: dict[str, type[nn.Module]] = {cls.name: cls for cls in (AWGN, Rayleigh, OFDM)}
+CHANNELS: dict[str, type[nn.Module]] = {cls.name: cls for cls in (AWGN, Rayleigh, OFDM, MIMO)}
 
 
 def build_channel(name: str, **kwargs) -> nn.Module:
-    """Build a channel Module by name (``"awgn"``, ``"rayleigh"`` or ``"ofdm"``); ``kwargs`` go to its constructor."""
+    """Build a channel Module by name (``"awgn"``, ``"rayleigh"``, ``"ofdm"`` or ``"mimo"``); ``kwargs`` go to its constructor."""
     if name not in CHANNELS:
         raise ValueError(f"unknown channel {name!r}; known channels: {sorted(CHANNELS)}")
     return CHANNELS[name](**kwargs)

@@ -15,7 +15,7 @@ Conventions (CONVENTIONS.md, "SNR and noise"; the OFDM issue's accounting):
 - **A channel use is a data resource element (RE).** The ``k`` symbols of an example fill the data
   REs of ``G = ceil(k / D)`` grids in Sionna's order (OFDM symbol major, then subcarrier), ``D`` data
   REs per grid; the rest of the last grid is zero (padding). Pilots and the cyclic prefix are
-  overhead, counted by :meth:`OFDM.resource_elements`. The default grid is close to a 5G NR slot:
+  overhead, counted by :meth:`OFDM.accounting`. The default grid is close to a 5G NR slot:
   14 OFDM symbols, 72 subcarriers (6 resource blocks) at 30 kHz, the normal cyclic prefix
   ``round(fft_size * 144 / 2048)`` samples, Kronecker pilots on OFDM symbols 2 and 11: ``D = 864``
   data REs and 144 pilot REs per grid.
@@ -201,18 +201,20 @@ class OFDM(nn.Module):
         """Data REs (channel uses) per grid, ``D``."""
         return self.num_ofdm_symbols * self.fft_size - self.pilot_res_per_grid
 
-    def resource_elements(self, k: int) -> dict:
+    def accounting(self, k: int, n: int | None = None) -> dict:
         """What sending ``k`` symbols costs: ``grids`` G, ``data_res`` k, ``padding_res`` (unused data REs of
         the last grid), ``pilot_res``, ``time_samples`` (with the cyclic prefix), and the overhead ratios
-        ``res_per_channel_use`` (all REs of the G grids / k) and ``samples_per_channel_use``."""
+        ``res_per_channel_use`` (all REs of the G grids / k) and ``samples_per_channel_use``; with ``n``
+        source samples also ``bandwidth_ratio_with_pilots`` (all REs / n)."""
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         grids = math.ceil(k / self.data_res_per_grid)
         res = grids * self.num_ofdm_symbols * self.fft_size
         samples = grids * self.num_ofdm_symbols * (self.fft_size + self.cyclic_prefix_length)
-        return {"grids": grids, "data_res": int(k), "padding_res": grids * self.data_res_per_grid - int(k),
-                "pilot_res": grids * self.pilot_res_per_grid, "time_samples": samples,
-                "res_per_channel_use": res / k, "samples_per_channel_use": samples / k}
+        out = {"grids": grids, "data_res": int(k), "padding_res": grids * self.data_res_per_grid - int(k),
+               "pilot_res": grids * self.pilot_res_per_grid, "time_samples": samples,
+               "res_per_channel_use": res / k, "samples_per_channel_use": samples / k}
+        return out if n is None else out | {"bandwidth_ratio_with_pilots": res / n}
 
     # ------------------------------------------------------------------ the link
     def _sionna(self, device: torch.device) -> _SionnaBlocks:

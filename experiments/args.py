@@ -96,13 +96,14 @@ def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "
     from channels.ofdm import OFDM_INTERPOLATIONS, OFDM_MODELS
 
     g = parser.add_argument_group("channel")
-    g.add_argument("--channel", default=default, choices=["awgn", "rayleigh", "ofdm"],
+    g.add_argument("--channel", default=default, choices=["awgn", "rayleigh", "ofdm", "mimo"],
                    help="channel model (default: %(default)s)")
     g.add_argument("--block-length", type=int, default=None,
-                   help="Rayleigh: symbols per fading block; omit for one h per image (slow fading), 1 = fast fading")
-    g.add_argument("--csi", default=None, choices=["none", "receiver", "perfect", "ls"],
+                   help="Rayleigh: symbols per fading block; omit for one h per image (slow fading), 1 = fast fading; "
+                        "MIMO: time slots per channel draw")
+    g.add_argument("--csi", default=None, choices=["none", "receiver", "transmitter", "perfect", "ls"],
                    help="Rayleigh: none or receiver (default none); OFDM: perfect or ls (pilot-based least squares, "
-                        "the default)")
+                        "the default); MIMO: receiver (spatial multiplexing, the default) or transmitter (SVD precoding)")
     g.add_argument("--equalization", default=None, choices=["zf", "mmse", "side"],
                    help="Rayleigh with --csi receiver: zero-forcing, MMSE, or h given to the decoder (side); "
                         "OFDM: zf or mmse (default)")
@@ -115,6 +116,9 @@ def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "
                    help="OFDM: subcarriers (default 72: 864 data + 144 pilot REs per 14-symbol grid)")
     g.add_argument("--interpolation", default=None, choices=OFDM_INTERPOLATIONS,
                    help="OFDM --csi ls: interpolation of the pilot estimates (default lin)")
+    g.add_argument("--antennas", default=None, metavar="NRxNT", help="MIMO: receive x transmit antennas (default 2x2)")
+    g.add_argument("--power-allocation", default=None, choices=["equal", "waterfilling"],
+                   help="MIMO --csi transmitter: power over the eigenmodes (default equal)")
 
 
 #: The OFDM options of :func:`add_channel_args` -> (constructor argument, divisor to its unit).
@@ -135,6 +139,9 @@ def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
     ofdm_given = [f"--{o.replace('_', '-')}" for o in _OFDM_OPTIONS if getattr(args, o, None) is not None]
     if name != "ofdm" and ofdm_given:
         raise ValueError(f"{'/'.join(ofdm_given)} apply to --channel ofdm only")
+    mimo_given = [f"--{o.replace('_', '-')}" for o in ("antennas", "power_allocation") if getattr(args, o, None)]
+    if name != "mimo" and mimo_given:
+        raise ValueError(f"{'/'.join(mimo_given)} apply to --channel mimo only")
     if name == "awgn":
         if args.block_length is not None or args.csi not in (None, "none") or args.equalization is not None:
             raise ValueError("--block-length/--csi/--equalization apply to --channel rayleigh only")
@@ -152,8 +159,17 @@ def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
                 opts[key] = value / divisor if divisor else value
         opts.update({key: getattr(args, key) for key in ("csi", "equalization") if getattr(args, key) is not None})
         return build_channel("ofdm", **opts)
-    if args.csi in ("perfect", "ls"):
-        raise ValueError(f"--csi {args.csi} applies to --channel ofdm; Rayleigh takes --csi none|receiver")
+    if name == "mimo":
+        if args.csi not in (None, "receiver", "transmitter") or args.equalization == "side":
+            raise ValueError("--channel mimo takes --csi receiver|transmitter and --equalization zf|mmse")
+        opts = {key: fallback[key] for key in ("antennas", "csi", "equalization", "power_allocation", "block_length")
+                if key in fallback}
+        opts.update({key: getattr(args, key) for key in ("antennas", "csi", "equalization", "power_allocation",
+                                                         "block_length") if getattr(args, key, None) is not None})
+        return build_channel("mimo", **opts)
+    if args.csi in ("perfect", "ls", "transmitter"):
+        raise ValueError(f"--csi {args.csi} applies to --channel {'mimo' if args.csi == 'transmitter' else 'ofdm'}; "
+                         "Rayleigh takes --csi none|receiver")
     opts = {
         "block_length": args.block_length if args.block_length is not None else fallback.get("block_length"),
         "csi": args.csi or fallback.get("csi", "none"),

@@ -13,7 +13,6 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from channels import OFDM
 from jscc import metrics as M
 from jscc.data import ImageSet, iterate_batches
 from jscc.system import JSCCSystem
@@ -202,9 +201,8 @@ def sweep_results(
         "provenance": provenance(command=command, checkpoint_path=checkpoint_path, device=device, seed=seed,
                                  lpips_backbones=M.lpips_backbone_sources(metrics)),
     }
-    if isinstance(system.channel, OFDM):  # a channel use is a data RE: record what pilots, padding and CP cost
-        res = system.channel.resource_elements(k)
-        results["channel"]["resource_elements"] = res | {"bandwidth_ratio_with_pilots": res["res_per_channel_use"] * k / n}
+    if hasattr(system.channel, "accounting"):  # OFDM, MIMO: what the k channel uses cost (pilots, padding, ...)
+        results["channel"]["accounting"] = system.channel.accounting(k, n)
     if per_frame is not None:
         results["metrics_per_frame"] = per_frame
         if hasattr(system.model, "policy"):

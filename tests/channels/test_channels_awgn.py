@@ -103,7 +103,7 @@ def test_channel_config_and_factory():
     assert isinstance(ch, AWGN) and ch.name == "awgn" and ch.snr_db == 3.0
     assert ch.channel_config() == {"name": "awgn", "csi": "none", "block_length": None}
     assert "snr_db=3.0" in repr(ch)
-    with pytest.raises(ValueError, match=r"unknown channel 'bsc'; known channels: \['awgn', 'rayleigh'\]"):
+    with pytest.raises(ValueError, match=r"unknown channel 'bsc'; known channels: \['awgn', 'mimo', 'ofdm', 'rayleigh'\]"):
         build_channel("bsc")
 
 

@@ -92,15 +92,15 @@ def test_delay_spread_makes_the_channel_frequency_selective():
 def test_resource_elements_are_accounted_exactly():
     link = OFDM()
     assert (link.data_res_per_grid, link.pilot_res_per_grid, link.cyclic_prefix_length) == (864, 144, 5)
-    one = link.resource_elements(512)  # CIFAR-10 at 1/6: one grid, 352 data REs left empty
+    one = link.accounting(512)  # CIFAR-10 at 1/6: one grid, 352 data REs left empty
     assert one == {"grids": 1, "data_res": 512, "padding_res": 352, "pilot_res": 144, "time_samples": 14 * 77,
                    "res_per_channel_use": 1008 / 512, "samples_per_channel_use": 1078 / 512}
-    three = link.resource_elements(1729)  # 2 x 864 + 1
+    three = link.accounting(1729)  # 2 x 864 + 1
     assert (three["grids"], three["padding_res"], three["pilot_res"]) == (3, 863, 432)
     small = OFDM(fft_size=48, num_ofdm_symbols=7, pilot_ofdm_symbols=[3])
     assert (small.cyclic_prefix_length, small.data_res_per_grid, small.pilot_res_per_grid) == (3, 288, 48)
     with pytest.raises(ValueError, match="k must be a positive integer"):
-        link.resource_elements(0)
+        link.accounting(0)
 
 
 @pytest.mark.parametrize("kwargs", [dict(model="tdl-a", csi="ls"), dict(model="flat", csi="perfect", equalization="zf")])
@@ -171,8 +171,8 @@ def test_cli_trains_and_sweeps_over_ofdm(tmp_path, write_pngs):
     channel = res["channel"]
     assert (channel["name"], channel["model"], channel["csi"]) == ("ofdm", "tdl-c", "ls")  # from the checkpoint
     assert channel["delay_spread"] == pytest.approx(300e-9) and channel["speed"] == 30.0
-    assert res["k"] == 512 and channel["resource_elements"]["padding_res"] == 352
-    assert channel["resource_elements"]["bandwidth_ratio_with_pilots"] == pytest.approx(1008 / 3072)
+    assert res["k"] == 512 and channel["accounting"]["padding_res"] == 352
+    assert channel["accounting"]["bandwidth_ratio_with_pilots"] == pytest.approx(1008 / 3072)
     assert all(math.isfinite(p) for p in res["metrics"]["psnr"])
     with pytest.raises(ValueError, match="apply to --channel ofdm only"):
         sweep_cli.main([str(run / "best.pt"), "--data", str(tmp_path / "imgs"), "--channel", "awgn",
