@@ -178,7 +178,9 @@ def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
     return build_channel(name, **opts)
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None, help_suffix: str = "") -> None:
+def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None, help_suffix: str = "",
+                  streaming: bool = False) -> None:
+    """The data options; ``streaming`` adds ``--stream/--no-stream`` (commands that train)."""
     g = parser.add_argument_group("data")
     g.add_argument("--data", default=default,
                    help="folder of images / ImageFolder tree, 'sample' (scikit-image photos) or 'cifar10' "
@@ -186,6 +188,10 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None
     g.add_argument("--data-root", default=None, help="torchvision dataset root (for --data cifar10)")
     g.add_argument("--download", action="store_true", help="allow torchvision to download CIFAR-10 into --data-root")
     g.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
+    if streaming:
+        g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                       help="decode an image folder batch by batch from disk instead of holding it in memory "
+                            "(default: only folders whose decoded images exceed 4 GiB)")
     g.add_argument("--data-name", default=None, help="dataset name recorded in results (default: the path)")
 
 

@@ -34,7 +34,7 @@ def setup_args() -> argparse.ArgumentParser:
                    help="k/n as a fraction, e.g. 1/12 (DeepJSCC: c = 96 k/n)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model option, VALUE parsed as JSON (e.g. hidden=[32,64,64,64]); repeatable")
-    add_data_args(p, default="sample", help_suffix="; training images")
+    add_data_args(p, default="sample", help_suffix="; training images", streaming=True)
     p.add_argument("--crop", type=positive_int, default=None, help="train on random CROPxCROP patches (large images)")
     p.add_argument("--samples-per-epoch", type=positive_int, default=None,
                    help="with --crop: random crops per epoch (each image repeated evenly; default one per image)")
@@ -125,7 +125,7 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
     if args.synthetic_motion:
         raise SystemExit("error: --synthetic-motion needs --frames")
     kw = dict(data_root=args.data_root, download=args.download, crop=args.crop)
-    train_set = load_dataset(args.data, train=True, limit=args.limit, name=args.data_name, **kw)
+    train_set = load_dataset(args.data, train=True, limit=args.limit, name=args.data_name, stream=args.stream, **kw)
     if args.val_data is not None:
         val_set = load_dataset(args.val_data, train=False, **kw)
         val_set = val_set.subset(range(min(args.val_size, len(val_set))))

@@ -2,11 +2,16 @@
 
 Every loader yields float32 batches ``(B, 3, H, W)`` in [0, 1]. Images are held in memory as
 uint8 (CIFAR-10's 50,000 training images take 150 MB) and batches are cut from them by index,
-so the training loop has no DataLoader workers or per-sample Python objects to wait on.
+so the training loop has no DataLoader workers or per-sample Python objects to wait on. Folders
+too big for memory (decoded size above :data:`STREAM_ABOVE_BYTES`, or ``stream=True``) are
+streamed instead (:class:`StreamingImageSet`): each batch is decoded from disk by a few threads
+while the previous one trains, with the same crops as in memory.
 """
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +95,113 @@ class ImageSet:
         return ImageSet(images, self.name, self.crop, self.random_crop)
 
 
+#: A folder whose decoded images (3 H W bytes each) would take more than this is streamed from disk.
+STREAM_ABOVE_BYTES = 4 * 2**30
+
+
+class _LazyImages:
+    """The images of a :class:`StreamingImageSet` as a read-only sequence (each access decodes its file)."""
+
+    def __init__(self, owner: "StreamingImageSet"):
+        self.owner = owner
+
+    def __len__(self) -> int:
+        return len(self.owner.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.owner._read(int(index))
+
+
+class StreamingImageSet(ImageSet):
+    """Image files decoded on demand: the :class:`ImageSet` interface for folders too big for memory.
+
+    Args:
+        files: image paths.
+        sizes: ``(H, W)`` of each image as read (before cropping; without ``crop``, cut down to a multiple
+            of ``multiple`` as :func:`load_folder` does).
+        name, crop, random_crop: as :class:`ImageSet`.
+        multiple: without ``crop``, images are cut at the bottom/right to a multiple of this.
+        threads: decoding threads per batch.
+
+    ``batch`` draws the crop offsets from its generator in the main thread, in the order
+    :meth:`ImageSet.batch` draws them, then decodes and crops the files in ``threads`` threads: the
+    same batch, bit for bit, as the in-memory set of the same files. :func:`iterate_batches` prepares
+    the next batch in the background while the current one is used (``prefetch``).
+    """
+
+    prefetch = True
+
+    def __init__(self, files, sizes, name: str, crop: int | None = None, random_crop: bool = True,
+                 multiple: int = 4, threads: int = 4):
+        if not files:
+            raise ValueError(f"dataset {name!r} holds no images")
+        self.files, self.multiple, self.threads = [Path(f) for f in files], multiple, threads
+        self.sizes = [(h - h % multiple, w - w % multiple) if crop is None else (h, w) for h, w in sizes]
+        self.name, self.crop, self.random_crop = name, crop, random_crop
+        if crop is not None:
+            small = [s for s in self.sizes if min(s) < crop]
+            if small:
+                raise ValueError(f"{len(small)} images of {name!r} are smaller than the crop {crop} (e.g. {small[0]})")
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def images(self) -> _LazyImages:
+        return _LazyImages(self)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def stacked(self) -> bool:
+        return False
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        return (self.crop, self.crop) if self.crop is not None else self.sizes[index]
+
+    def _read(self, index: int, top: int | None = None, left: int | None = None) -> torch.Tensor:
+        im = read_image(self.files[index])
+        if top is None:
+            return _crop_to_multiple(im, self.multiple) if self.crop is None else im
+        return im[:, top : top + self.crop, left : left + self.crop]
+
+    def batch(self, indices, generator: torch.Generator | None = None) -> torch.Tensor:
+        """float32 ``(B, 3, H, W)`` in [0, 1] for the given image indices (decoded now)."""
+        jobs = []
+        for i in indices:
+            i = int(i)
+            if self.crop is None:
+                jobs.append((i, None, None))
+                continue
+            h, w = self.sizes[i]
+            if self.random_crop:
+                top = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
+                left = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
+            else:
+                top, left = (h - self.crop) // 2, (w - self.crop) // 2
+            jobs.append((i, top, left))
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="jscc-decode")
+        patches = list(self._pool.map(lambda job: self._read(*job), jobs))
+        sizes = {tuple(p.shape[-2:]) for p in patches}
+        if len(sizes) > 1:
+            raise ValueError(f"a batch mixes image sizes {sorted(sizes)}: use batch size 1 or a crop")
+        return torch.stack(patches).float().div_(255)
+
+    def subset(self, indices) -> "StreamingImageSet":
+        idx = [int(i) for i in indices]
+        return StreamingImageSet([self.files[i] for i in idx], [self.sizes[i] for i in idx], self.name, self.crop,
+                                 self.random_crop, self.multiple, self.threads)
+
+    def __getstate__(self):  # picklable (no thread pool)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pool, self._lock = None, threading.Lock()
+
+
 def _to_chw_uint8(array: np.ndarray) -> torch.Tensor:
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
@@ -144,14 +256,31 @@ def list_image_files(path: str | os.PathLike) -> list[Path]:
     return files
 
 
-def load_folder(path, *, crop: int | None = None, random_crop: bool = True, multiple: int = 4, limit: int | None = None) -> ImageSet:
+def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (no decoding); ValueError naming the file otherwise."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+    return h, w
+
+
+def load_folder(path, *, crop: int | None = None, random_crop: bool = True, multiple: int = 4, limit: int | None = None,
+                stream: bool | None = None) -> ImageSet:
     """Load every image under ``path`` as RGB.
 
     Without ``crop``, images are cropped at the bottom/right to a multiple of ``multiple`` pixels
     (DeepJSCC needs H, W divisible by 4; Kodak and CIFAR-10 are untouched).
-    ``limit`` keeps the first ``limit`` files (sorted order).
+    ``limit`` keeps the first ``limit`` files (sorted order). ``stream``: True gives a
+    :class:`StreamingImageSet` (decoded batch by batch), False loads into memory, None (default)
+    streams when the decoded images would take more than :data:`STREAM_ABOVE_BYTES`.
     """
     files = list_image_files(path)[:limit]
+    if stream is not False:
+        sizes = [image_file_size(f) for f in files]
+        if stream or sum(3 * h * w for h, w in sizes) > STREAM_ABOVE_BYTES:
+            return StreamingImageSet(files, sizes, str(path), crop, random_crop, multiple)
     images = []
     for f in files:
         t = read_image(f)
@@ -194,11 +323,13 @@ def load_dataset(
     random_crop: bool = True,
     limit: int | None = None,
     name: str | None = None,
+    stream: bool | None = None,
 ) -> ImageSet:
     """Resolve the command-line data options to an ImageSet.
 
     ``data`` is a folder/file path, ``"sample"`` (scikit-image photos) or ``"cifar10"`` (torchvision,
-    needs ``data_root``). ``name`` overrides the dataset name recorded in results.
+    needs ``data_root``). ``name`` overrides the dataset name recorded in results. ``stream``: for a
+    folder, see :func:`load_folder`.
     """
     if data is None or data == "sample":
         ds = load_sample_photos(crop=crop, random_crop=random_crop)
@@ -209,7 +340,7 @@ def load_dataset(
         if crop is not None:
             ds = ImageSet(ds.images, ds.name, crop, random_crop)
     else:
-        ds = load_folder(data, crop=crop, random_crop=random_crop, limit=limit)
+        ds = load_folder(data, crop=crop, random_crop=random_crop, limit=limit, stream=stream)
         limit = None
     if limit is not None:
         ds = ds.subset(range(min(limit, len(ds))))
@@ -250,5 +381,19 @@ def iterate_batches(
     if not dataset.uniform:
         batch_size = 1
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        yield dataset.batch(order[start : start + batch_size], generator=generator)
+    chunks = (order[start : start + batch_size] for start in range(0, stop, batch_size))
+    if not getattr(dataset, "prefetch", False):
+        for chunk in chunks:
+            yield dataset.batch(chunk, generator=generator)
+        return
+    # Streamed data: one background thread prepares batch i + 1 while batch i is used. It calls
+    # ``batch`` in order, so the generator's draws (the crops) are those of the loop above.
+    with ThreadPoolExecutor(1, thread_name_prefix="jscc-prefetch") as ahead:
+        pending = None
+        for chunk in chunks:
+            future = ahead.submit(dataset.batch, chunk, generator)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()

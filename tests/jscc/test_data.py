@@ -146,3 +146,51 @@ def test_sample_photos_offline():
     x = ds.batch([0, 1], generator=torch.Generator().manual_seed(0))
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert 0 <= x.min() and x.max() <= 1
+
+
+def test_streamed_folder_gives_the_in_memory_batches(tmp_path, write_pngs):
+    # Same files, same generator: the streamed batches (decoded in threads, next one prefetched) equal the
+    # in-memory ones bit for bit, random crops included; sizes come from the headers.
+    from jscc.data import StreamingImageSet
+
+    write_pngs(tmp_path, [(40, 52), (37, 45), (64, 33), (40, 40), (50, 61)])
+    for crop in (None, 24):
+        memory = load_folder(tmp_path, crop=crop, stream=False)
+        streamed = load_folder(tmp_path, crop=crop, stream=True)
+        assert isinstance(streamed, StreamingImageSet) and not isinstance(memory, StreamingImageSet)
+        assert len(streamed) == 5 and [streamed.image_size(i) for i in range(5)] == \
+            [memory.image_size(i) for i in range(5)]
+        size = 2 if crop else 1
+        a = list(iterate_batches(memory, size, shuffle=True, generator=torch.Generator().manual_seed(3)))
+        b = list(iterate_batches(streamed, size, shuffle=True, generator=torch.Generator().manual_seed(3)))
+        assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+    sub = streamed.subset([4, 0])
+    assert torch.equal(sub.batch([0, 1], torch.Generator().manual_seed(1)),
+                       memory.subset([4, 0]).batch([0, 1], torch.Generator().manual_seed(1)))
+    assert torch.equal(streamed.images[1], memory.images[1])  # the lazy sequence decodes on access
+    import pickle
+
+    assert len(pickle.loads(pickle.dumps(streamed))) == 5
+
+
+def test_big_folders_stream_by_default(tmp_path, write_pngs, monkeypatch):
+    import jscc.data as D
+
+    write_pngs(tmp_path, [(32, 32)] * 3)
+    assert not isinstance(load_folder(tmp_path), D.StreamingImageSet)
+    monkeypatch.setattr(D, "STREAM_ABOVE_BYTES", 3 * 32 * 32 * 3 - 1)  # one byte less than the decoded images
+    assert isinstance(load_folder(tmp_path), D.StreamingImageSet)
+    assert not isinstance(load_folder(tmp_path, stream=False), D.StreamingImageSet)
+
+
+def test_training_on_a_streamed_folder(tmp_path, write_pngs):
+    from experiments import train as train_cli
+
+    from jscc.checkpoint import read_checkpoint
+
+    write_pngs(tmp_path / "imgs", [(40, 40)] * 8)
+    for mode in ("--stream", "--no-stream"):
+        assert train_cli.main(["--data", str(tmp_path / "imgs"), mode, "--crop", "32", "--epochs", "1", "--batch-size",
+                               "2", "--val-size", "2", "--quiet", "--out", str(tmp_path / mode)]) == 0
+    a, b = (read_checkpoint(tmp_path / mode / "last.pt")["state_dict"] for mode in ("--stream", "--no-stream"))
+    assert all(torch.equal(a[name], b[name]) for name in a)  # the same batches: the same weights
