@@ -146,6 +146,17 @@ def _check_channel(channel: str) -> None:
         raise ValueError(f"unknown channel {channel!r}; known channels: {list(CHANNELS)}")
 
 
+def _check_link_channel(channel) -> torch.nn.Module | None:
+    """A link Module (OFDM, MIMO) with zero-forcing equalisation, or None for a checked channel name."""
+    if isinstance(channel, torch.nn.Module):
+        if getattr(channel, "equalization", None) != "zf":
+            raise ValueError(f"the digital receiver takes LLRs from unbiased symbols: build the {channel.name} channel "
+                             f"with equalization='zf', not {getattr(channel, 'equalization', None)!r}")
+        return channel
+    _check_channel(channel)
+    return None
+
+
 def _check_demapping(demapping: str) -> str:
     if demapping not in ("app", "maxlog"):
         raise ValueError(f"demapping must be 'app' or 'maxlog', got {demapping!r}")
@@ -832,7 +843,7 @@ class LDPCLink:
         bits: Tensor,
         snr_db: SnrDb,
         *,
-        channel: str = "awgn",
+        channel: str | torch.nn.Module = "awgn",
         h: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -842,8 +853,11 @@ class LDPCLink:
             bits: ``(B, L)`` payload bits (0/1, any real or int dtype), ``L <= tb_size``;
                 zero-padded to ``tb_size``.
             snr_db: Es/N0 per complex use in dB (average SNR under fading): a number or ``(B,)``.
-            channel: ``"awgn"`` or ``"rayleigh"`` (slow fading: one ``h`` per image, known
-                at the receiver).
+            channel: ``"awgn"``, ``"rayleigh"`` (slow fading: one ``h`` per image, known
+                at the receiver), or a link Module (:class:`~channels.OFDM`,
+                :class:`~channels.MIMO`) built with ``equalization="zf"``: the QAM symbols go
+                through it and the LLRs come from its equalised symbols with their
+                post-equalisation noise variance (per symbol).
             h: optional ``(B,)`` complex realisations for ``"rayleigh"`` (else drawn).
             generator: source of ``h`` (first) and of the noise (CPU generator).
 
@@ -851,7 +865,7 @@ class LDPCLink:
             ``(ok, bits_hat, h)``: ``ok`` bool ``(B,)`` (TB CRC passed), ``bits_hat`` float
             ``(B, L)`` decoded bits, ``h`` ``(B,)`` complex64 or None on AWGN.
         """
-        _check_channel(channel)
+        module = _check_link_channel(channel)
         if not isinstance(bits, Tensor) or bits.ndim != 2:
             raise ValueError(f"bits must be a (B, L) tensor of 0/1, got "
                              f"{tuple(bits.shape) if isinstance(bits, Tensor) else type(bits).__name__}")
@@ -863,7 +877,7 @@ class LDPCLink:
             raise ValueError("bits must contain only 0 and 1")
         if b == 0:
             raise ValueError("empty batch")
-        if channel == "awgn" and h is not None:
+        if h is not None and (module is not None or channel == "awgn"):
             raise ValueError("h is only used with channel='rayleigh'")
         snr, _ = _batch_snr_db(snr_db, b)
         u = torch.zeros(b, self.tb_size)
@@ -871,7 +885,11 @@ class LDPCLink:
         x = self.modulate(u).cpu()
         noise_var = snr_db_to_noise_var(snr).to(torch.float32).reshape(b, 1)
         snr32 = snr.to(torch.float32)
-        if channel == "awgn":
+        if module is not None:
+            with torch.inference_mode():
+                out = channel(x, snr32, generator=generator)
+            y, no = out["y"], out["noise_var"]
+        elif channel == "awgn":
             y = awgn(x, snr32, generator=generator)
             no = noise_var
         else:
@@ -890,7 +908,7 @@ class LDPCLink:
         payloads: Sequence[bytes],
         snr_db: SnrDb,
         *,
-        channel: str = "awgn",
+        channel: str | torch.nn.Module = "awgn",
         h: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, list[bytes], Tensor | None]:

@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 from channels.links import BLER_BUDGETS
-from experiments.args import (ArgumentParser, add_data_args, add_device_args, add_snr_args, apply_device_args,
-                              bandwidth_ratio, check_output, parse_key_values, parse_snr_list, positive_int,
-                              summary_line)
+from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, add_snr_args,
+                              apply_device_args, bandwidth_ratio, channel_from_args, check_output, parse_key_values,
+                              parse_snr_list, positive_int, summary_line)
 from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
 from jscc.baselines.separate import BASELINE_METRICS, LINKS, SeparateBaseline, baseline_results
 from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
@@ -44,14 +44,13 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--gop", type=positive_int, default=None,
                    help="video: frames per GOP, an IDR frame every GOP frames (default 4; >= T: one GOP)")
     p.add_argument("--link", default="capacity", choices=LINKS, help="capacity-achieving code or 5G LDPC + QAM")
-    p.add_argument("--channel", default="awgn", choices=["awgn", "rayleigh"],
-                   help="AWGN or slow Rayleigh fading (h known at the digital receiver)")
     p.add_argument("--design-snr", type=float, nargs="*", default=[], help="design SNR(s) in dB: one result per value")
     p.add_argument("--design", nargs="*", default=[], choices=["oracle", "match"],
                    help="also: oracle = best operating point per test SNR (envelope / rate chosen over the outage); "
                         "match = design SNR equal to the test SNR (R = C(snr_avg))")
     p.add_argument("--mcs", nargs="*", default=[], help="LDPC: also fixed MCSs, e.g. QPSK-r1/2 16QAM-r3/4")
     add_snr_args(p, default="0:25:1")
+    add_channel_args(p)  # awgn, rayleigh (slow fading, h known at the receiver); ofdm, mimo with --ldpc-mode exact
     p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default="1/12", help="k/n as a fraction (default: 1/12)")
     p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_MODES,
                    help="default: full for images, payload (slice NAL units) for video")
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
                            limit=args.limit, crop=args.crop, random_crop=False, name=args.data_name)
     codec = get_codec(args.codec, **parse_key_values(args.codec_arg, "--codec-arg"))
-    baseline = SeparateBaseline(dataset, codec=codec, link=args.link, channel=args.channel, bandwidth_ratio=ratio,
+    baseline = SeparateBaseline(dataset, codec=codec, link=args.link, channel=link_channel(args), bandwidth_ratio=ratio,
                                 accounting=args.byte_accounting, fallback=args.fallback, workers=args.workers,
                                 ldpc_mode=args.ldpc_mode, table_kwargs=bler_table_kwargs(args),
                                 progress=not args.quiet, metrics=args.metrics, device=args.device)
@@ -127,6 +126,22 @@ def report(results: dict, path: Path) -> None:
     print(f"wrote {path}")
 
 
+def link_channel(args):
+    """The channel of the image baseline: ``awgn`` / ``rayleigh`` (slow fading, ``h`` known at the digital
+    receiver: no options), or an OFDM / MIMO Module with zero-forcing equalisation (the receiver's LLRs
+    come from unbiased symbols and their post-equalisation noise variance)."""
+    if args.channel in ("awgn", "rayleigh"):
+        if args.block_length is not None or args.csi is not None or args.equalization is not None:
+            raise SystemExit("error: --block-length/--csi/--equalization: the digital baseline over awgn / rayleigh "
+                             "takes none (slow fading, h known at the receiver)")
+        channel_from_args(args)  # OFDM / MIMO options given with another channel: one clear error
+        return args.channel
+    if args.equalization not in (None, "zf"):
+        raise SystemExit(f"error: --equalization {args.equalization}: the digital receiver equalises with zf")
+    args.equalization = "zf"
+    return channel_from_args(args)
+
+
 def bler_table_kwargs(args) -> dict:
     """``table_kwargs`` of the LDPC link from ``--bler-budget`` / ``--bler-blocks``."""
     return {"n_blocks": args.bler_blocks, **BLER_BUDGETS[args.bler_budget]}
@@ -147,6 +162,8 @@ def _main_video(args, snrs, ratio, policies, command) -> int:
         raise SystemExit("error: video needs --data: a folder of clips (frame folders or video files)")
     if args.ldpc_mode != "cached":
         raise SystemExit("error: video clips use the cached BLER tables (--ldpc-mode cached)")
+    if args.channel not in ("awgn", "rayleigh"):
+        raise SystemExit(f"error: --channel {args.channel}: the video baseline runs over awgn or rayleigh")
     gop = 4 if args.gop is None else args.gop
     try:
         codec = VideoCodec(args.codec, **parse_key_values(args.codec_arg, "--codec-arg"))

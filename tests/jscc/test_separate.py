@@ -274,3 +274,27 @@ def test_portrait_and_landscape_images_of_one_pixel_count_mix(photos):
     assert single.sweep([30.0], 20.0, n_channel_draws=1)["metrics"]["psnr"][0] == pytest.approx(
         SeparateBaseline(mixed, link="capacity", bandwidth_ratio="1/6", accounting="payload",
                          workers=1).psnr_delivered(single.capacity_point(20.0))[1])
+
+
+def test_ldpc_over_ofdm_and_mimo_runs_the_exact_chain(tmp_path, write_pngs):
+    # 16QAM-1/2 at k = 512 (129 payload bytes): over OFDM with H = 1 and perfect CSI every image gets through at
+    # 25 dB and none at -5 dB (below capacity); MIMO 2x2 with SVD precoding likewise at 40 / -10 dB.
+    write_pngs(tmp_path / "imgs", [(32, 32)] * 3)
+    runs = {"ofdm": ["--channel", "ofdm", "--ofdm-model", "none", "--csi", "perfect", "--snr", "-5", "25"],
+            "mimo": ["--channel", "mimo", "--antennas", "2x2", "--csi", "transmitter", "--snr", "-10", "40"]}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.json"
+        assert baseline_cli.main(["--data", str(tmp_path / "imgs"), "--link", "ldpc", "--ldpc-mode", "exact",
+                                  "--mcs", "16QAM-r1/2", *extra, "--bandwidth-ratio", "1/6", "--n-channel-draws", "2",
+                                  "--metrics", "psnr", "--workers", "1", "--quiet", "--out", str(out)]) == 0
+        res = read_results(out)
+        assert res["channel"]["name"] == name and res["channel"]["equalization"] == "zf"
+        assert res["delivery"]["delivered"] == [0, 6], name
+    with pytest.raises(SystemExit, match="equalises with zf"):
+        baseline_cli.main(["--data", str(tmp_path / "imgs"), "--link", "ldpc", "--ldpc-mode", "exact", "--channel",
+                           "ofdm", "--equalization", "mmse", "--mcs", "16QAM-r1/2", "--out", str(tmp_path / "x.json")])
+    from channels import OFDM
+
+    with pytest.raises(ValueError, match="--link ldpc --ldpc-mode exact"):
+        SeparateBaseline(ImageSet(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "x"), link="ldpc",
+                         channel=OFDM(equalization="zf"), bandwidth_ratio="1/6")
