@@ -134,6 +134,27 @@ class MIMO(nn.Module):
                "padding": slots * self.streams - int(k)}
         return out if n is None else out | {"bandwidth_ratio_with_padding": slots * self.streams / n}
 
+    def mutual_information(self, k: int, snr_db: SnrDb, *, batch_size: int,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """Gaussian-input mutual information of ``batch_size`` fresh channel draws, in bits per channel use:
+        per example, the mean over its ``T`` slots of ``sum_i log2(1 + sigma_i^2 p_i P / N0) / S`` (the
+        eigenmodes of ``H``; ``p = 1`` with CSI at the receiver or equal power, water-filling otherwise), i.e.
+        ``log2 det(I + P/N0 H H^H) / S`` for equal power. A capacity-achieving code of rate ``R`` bits per
+        channel use gets through iff it is ``>= R``. float64 ``(batch_size,)``."""
+        slots = self.accounting(k)["slots"]
+        draws = 1 if self.block_length is None else math.ceil(slots / self.block_length)
+        per_draw = slots if self.block_length is None else self.block_length
+        like = torch.zeros(batch_size, 1, dtype=torch.complex64)
+        h = _complex_normal(like, (batch_size, draws, self.rx, self.tx), generator).to(torch.complex128)
+        snr = snr_db_to_lin(torch.as_tensor(snr_db, dtype=torch.float64)).expand(batch_size).reshape(batch_size, 1, 1)
+        gains = torch.linalg.svdvals(h)[..., : self.streams].square() * snr
+        p = (waterfilling(gains, float(self.streams)) if self.power_allocation == "waterfilling"
+             else torch.ones_like(gains))
+        info = torch.log2(1 + gains * p).sum(-1) / self.streams  # (B, draws), bits per channel use
+        weights = torch.full((draws,), float(per_draw), dtype=torch.float64)
+        weights[-1] = slots - per_draw * (draws - 1)  # the last draw may cover fewer slots
+        return (info * weights).sum(1) / slots
+
     def forward(self, z: Tensor, snr_db: SnrDb | None = None, *, generator: torch.Generator | None = None) -> dict:
         from sionna.phy.mimo import lmmse_equalizer, zf_equalizer
 

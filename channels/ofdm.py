@@ -232,6 +232,23 @@ class OFDM(nn.Module):
         with blocks.seeded(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))):
             return blocks.generate(n)
 
+    def mutual_information(self, k: int, snr_db: SnrDb, *, batch_size: int,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """Gaussian-input mutual information of ``batch_size`` fresh channel draws, in bits per channel use:
+        per example, the mean of ``log2(1 + |H|^2 P / N0)`` over the ``k`` data REs it would occupy (perfect
+        CSI at the receiver). A capacity-achieving code of rate ``R`` (bits per data RE) gets through iff it
+        is ``>= R``; its mean over draws is the ergodic capacity of the link. float64 ``(batch_size,)``."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        like = torch.zeros(batch_size, 1, dtype=torch.complex64)
+        snr = snr_db_to_lin(torch.as_tensor(snr_db, dtype=torch.float64)).expand(batch_size).reshape(batch_size, 1)
+        grids = math.ceil(k / self.data_res_per_grid)
+        h = self._channel(self._sionna(like.device), batch_size * grids, generator, like)
+        data = [i for i in range(self.num_ofdm_symbols) if i not in self.pilot_ofdm_symbols]  # no guards: whole rows
+        gain = h.reshape(batch_size * grids, self.num_ofdm_symbols, self.fft_size)[:, data].abs().square()
+        gain = gain.reshape(batch_size, grids * self.data_res_per_grid)[:, :k].double()
+        return torch.log2(1 + gain * snr).mean(1)
+
     def forward(self, z: Tensor, snr_db: SnrDb | None = None, *, generator: torch.Generator | None = None) -> dict:
         _check_symbols(z, min_ndim=2)
         if z.dtype != torch.complex64:

@@ -50,7 +50,7 @@ def setup_args() -> argparse.ArgumentParser:
                         "match = design SNR equal to the test SNR (R = C(snr_avg))")
     p.add_argument("--mcs", nargs="*", default=[], help="LDPC: also fixed MCSs, e.g. QPSK-r1/2 16QAM-r3/4")
     add_snr_args(p, default="0:25:1")
-    add_channel_args(p)  # awgn, rayleigh (slow fading, h known at the receiver); ofdm, mimo with --ldpc-mode exact
+    add_channel_args(p)  # awgn, rayleigh (slow fading, h known at the receiver); ofdm, mimo (see link_channel)
     p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default="1/12", help="k/n as a fraction (default: 1/12)")
     p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_MODES,
                    help="default: full for images, payload (slice NAL units) for video")

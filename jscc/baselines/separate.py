@@ -90,8 +90,11 @@ class SeparateBaseline:
         link: ``"capacity"`` or ``"ldpc"``.
         channel: ``"awgn"`` or ``"rayleigh"`` (slow fading, one ``h`` per image; the digital
             receiver knows ``h``), or a link Module (:class:`~channels.OFDM`, :class:`~channels.MIMO`,
-            with ``equalization="zf"``) for ``link="ldpc"`` with ``ldpc_mode="exact"``: each image's
-            TB goes through it (policies: a fixed MCS, or the MCS a design SNR gives on AWGN).
+            with ``equalization="zf"``): over ``link="ldpc"`` (``ldpc_mode="exact"``) each image's TB
+            goes through it (policies: a fixed MCS, or the MCS a design SNR gives on AWGN); over
+            ``link="capacity"`` a code of rate ``R`` gets through iff the draw's Gaussian-input mutual
+            information (``mutual_information``: per data RE / stream, perfect CSI) is ``>= R``
+            (policies: a design SNR, ``match``).
         bandwidth_ratio: ``k/n``.
         accounting: ``"full"`` or ``"payload"`` byte accounting.
         fallback: ``"image_mean"`` or ``"dataset_mean"`` (the test set's per-channel mean).
@@ -112,9 +115,9 @@ class SeparateBaseline:
         self.channel_module = channel if isinstance(channel, torch.nn.Module) else None
         if self.channel_module is None:
             check_link(link, channel)
-        elif link != "ldpc" or ldpc_mode != "exact":
-            raise ValueError(f"over {channel.name} the separate baseline runs --link ldpc --ldpc-mode exact (the "
-                             "bit-level chain through the link); capacity references there are not implemented")
+        elif link not in LINKS or (link == "ldpc" and ldpc_mode != "exact"):
+            raise ValueError(f"over {channel.name} the separate baseline runs --link capacity or --link ldpc "
+                             "--ldpc-mode exact (the bit-level chain through the link)")
         else:
             channel = channel.name
         unknown = set(metrics) - set(BASELINE_METRICS)
@@ -272,6 +275,9 @@ class SeparateBaseline:
         if point is None:
             return np.zeros(n, dtype=bool)
         if self.link == "capacity":
+            if self.channel_module is not None:  # a code of rate R gets through iff the draw's information >= R
+                info = self.channel_module.mutual_information(self.k, float(snr_db), batch_size=n, generator=generator)
+                return (info >= point.bits / self.k).numpy()
             if self.channel == "awgn":
                 ok = L.capacity_awgn_success(torch.full((n,), float(snr_db)), point.design_snr_db)
             else:

@@ -276,7 +276,7 @@ def test_portrait_and_landscape_images_of_one_pixel_count_mix(photos):
                          workers=1).psnr_delivered(single.capacity_point(20.0))[1])
 
 
-def test_ldpc_over_ofdm_and_mimo_runs_the_exact_chain(tmp_path, write_pngs):
+def test_ldpc_and_capacity_over_ofdm_and_mimo(tmp_path, write_pngs):
     # 16QAM-1/2 at k = 512 (129 payload bytes): over OFDM with H = 1 and perfect CSI every image gets through at
     # 25 dB and none at -5 dB (below capacity); MIMO 2x2 with SVD precoding likewise at 40 / -10 dB.
     write_pngs(tmp_path / "imgs", [(32, 32)] * 3)
@@ -290,11 +290,23 @@ def test_ldpc_over_ofdm_and_mimo_runs_the_exact_chain(tmp_path, write_pngs):
         res = read_results(out)
         assert res["channel"]["name"] == name and res["channel"]["equalization"] == "zf"
         assert res["delivery"]["delivered"] == [0, 6], name
+    # capacity references over the links: H = 1 is AWGN (design 10 dB: the cliff at 10 dB); 2x2 MIMO with CSI at
+    # the receiver designed for its own SNR (match) falls into outage on some draws
+    out = tmp_path / "cap"
+    assert baseline_cli.main(["--data", str(tmp_path / "imgs"), "--link", "capacity", "--channel", "ofdm",
+                              "--ofdm-model", "none", "--csi", "perfect", "--design-snr", "10", "--snr", "9.9", "10",
+                              "--bandwidth-ratio", "1/6", "--n-channel-draws", "2", "--metrics", "psnr", "--workers",
+                              "1", "--quiet", "--out", str(out / "ofdm.json")]) == 0
+    assert read_results(out / "ofdm.json")["delivery"]["delivered"] == [0, 6]
+    assert baseline_cli.main(["--data", str(tmp_path / "imgs"), "--link", "capacity", "--channel", "mimo",
+                              "--design", "match", "--snr", "10", "--bandwidth-ratio", "1/6", "--n-channel-draws", "20",
+                              "--metrics", "psnr", "--workers", "1", "--quiet", "--out", str(out / "mimo.json")]) == 0
+    assert 0 < read_results(out / "mimo.json")["delivery"]["delivered"][0] < 60
     with pytest.raises(SystemExit, match="equalises with zf"):
         baseline_cli.main(["--data", str(tmp_path / "imgs"), "--link", "ldpc", "--ldpc-mode", "exact", "--channel",
                            "ofdm", "--equalization", "mmse", "--mcs", "16QAM-r1/2", "--out", str(tmp_path / "x.json")])
     from channels import OFDM
 
-    with pytest.raises(ValueError, match="--link ldpc --ldpc-mode exact"):
+    with pytest.raises(ValueError, match="--link capacity or --link ldpc --ldpc-mode exact"):
         SeparateBaseline(ImageSet(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "x"), link="ldpc",
                          channel=OFDM(equalization="zf"), bandwidth_ratio="1/6")
