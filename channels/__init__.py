@@ -4,7 +4,7 @@
 
 Each stage is a function and a Module side by side (``awgn`` / ``AWGN``). Conventions
 (power per example, ``snr_db`` = Es/N0 per complex use, ``N0 = P / 10^(snr_db/10)``,
-``h ~ CN(0, 1)``) are those of CONVENTIONS.md.
+``h ~ CN(0, 1)``) are those of the README's Conventions.
 """
 
 from torch import nn

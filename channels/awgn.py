@@ -1,7 +1,7 @@
 """Additive white Gaussian noise channel: ``y = z + n``, ``n ~ CN(0, N0)``.
 
 ``N0 = P / 10^(snr_db / 10)`` per complex channel use; real and imaginary parts of
-``n`` are independent, each with variance ``N0 / 2`` (CONVENTIONS.md, "SNR and noise").
+``n`` are independent, each with variance ``N0 / 2`` (README, Conventions: "SNR and noise").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Rayleigh fading channel: ``y = h * z + n``, ``h ~ CN(0, 1)``, ``n ~ CN(0, N0)``.
 
-``E|h|^2 = 1``, so the average received SNR equals ``snr_db`` (CONVENTIONS.md, "Fading").
+``E|h|^2 = 1``, so the average received SNR equals ``snr_db`` (README, Conventions: "Fading").
 Coherence (``block_length``):
 
 - ``None``: one ``h`` per transmitted example, shared by all its layers (slow / block

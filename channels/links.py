@@ -1,5 +1,4 @@
-"""Digital links of the separate source-channel coding baseline (CONVENTIONS.md,
-"Separate source-channel coding baseline").
+"""Digital links of the separate source-channel coding baseline (README, `jscc baseline`).
 
 Two links carry the source codec's bytes for one image over ``k`` complex channel uses:
 

@@ -10,7 +10,7 @@ Built on ``sionna.phy.ofdm`` (``ResourceGrid``, ``ResourceGridMapper``, ``LSChan
 ``tr38901.TDL`` or ``RayleighBlockFading``) and ``sionna.phy.mimo.StreamManagement`` (one
 transmitter, one receiver, one stream); Sionna is imported when the link is first used.
 
-Conventions (CONVENTIONS.md, "SNR and noise"; the OFDM issue's accounting):
+Conventions (README, Conventions: "SNR and noise"; the OFDM issue's accounting):
 
 - **A channel use is a data resource element (RE).** The ``k`` symbols of an example fill the data
   REs of ``G = ceil(k / D)`` grids in Sionna's order (OFDM symbol major, then subcarrier), ``D`` data

@@ -1,4 +1,4 @@
-"""Power normalisation and SNR conversions (CONVENTIONS.md, "Power" and "SNR and noise").
+"""Power normalisation and SNR conversions (README, Conventions: "Power" and "SNR and noise").
 
 - Average power per transmitted example over the LAST dimension, not per batch:
   ``(1/k) * sum_i |z_i|^2 = P``, enforced by ``z <- sqrt(k * P) * z / ||z||_2``.

@@ -1,4 +1,4 @@
-"""Seeding (CONVENTIONS.md, "Randomness").
+"""Seeding (README, Conventions: "Randomness").
 
 Stochastic functions take an explicit ``generator: torch.Generator | None``;
 :func:`seed_everything` seeds the global sources once per run.

@@ -1,4 +1,4 @@
-"""Self-describing checkpoints (CONVENTIONS.md, Checkpoints).
+"""Self-describing checkpoints (README, Conventions: Checkpoints).
 
 A model checkpoint is ``{"format", "model", "config", "state_dict", "train", "metrics"}``; a
 training checkpoint adds ``optimizer``, ``scheduler``, ``epoch``, ``rng`` and ``history``. Both

@@ -1,7 +1,7 @@
 """The sweep loop: metrics of a JSCC system over test SNRs and independent channel draws.
 
-Metrics are computed per (image, channel draw) and averaged over both (CONVENTIONS.md,
-Metrics). Models whose encoder ignores the SNR encode each batch once and reuse the symbols
+Metrics are computed per (image, channel draw) and averaged over both (README,
+Conventions, Metrics). Models whose encoder ignores the SNR encode each batch once and reuse the symbols
 for every SNR and draw; the draws of one batch are decoded together as one larger batch.
 Layered models (DeepJSCC-l, DeepJSCC-f) are run end to end per SNR and also report every
 prefix of their layers and the channel uses actually spent.

@@ -7,8 +7,8 @@ semantic image transmission", IEEE JSAC 2023).
     x_hat, x (B,3,H,W) in [0,1] ─► build_perceptual(name)(x_hat, x) ─► d (B,)   (0 for x_hat == x)
                                 ─► CombinedLoss(alpha, beta, d)(x_hat, x) ─► alpha*MSE + beta*mean(d)
 
-Every distance module has a ``name`` that a result must record beside its values (CONVENTIONS.md,
-Metrics: a substitute perceptual metric is recorded under its own name, never as LPIPS):
+Every distance module has a ``name`` that a result must record beside its values (README,
+Conventions, Metrics: a substitute perceptual metric is recorded under its own name, never as LPIPS):
 
 ==================  ==============================================================================
 ``"lpips-alex"``    LPIPS v0.1, AlexNet trunk, ``normalize=True`` (:func:`jscc.metrics.load_lpips`): the

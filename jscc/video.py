@@ -1,6 +1,6 @@
 """Video data: frame folders, video files (PyAV), UCF-101, and synthetic motion over still images.
 
-Every loader yields float32 clips ``(B, T, 3, H, W)`` in [0, 1] (CONVENTIONS.md, "Signals").
+Every loader yields float32 clips ``(B, T, 3, H, W)`` in [0, 1] (README, Conventions: "Signals").
 Clips are held as uint8 ``(T, 3, H, W)`` tensors (one 416x240 frame: 300 KB) or, for frame
 folders with ``lazy=True``, read from disk when a batch needs them; batches are cut by index,
 as :mod:`jscc.data` does for images.

@@ -10,7 +10,7 @@ Images are ``uint8`` NumPy arrays ``(H, W, 3)`` (RGB) in and out: that is what e
 codec library takes and returns. :func:`to_uint8_image` / :func:`to_float_tensor` convert
 from / to the project's ``float32 (3, H, W)`` tensors in ``[0, 1]``.
 
-Byte budget (CONVENTIONS.md, "Separate source-channel coding baseline"): a
+Byte budget (README, `jscc baseline`): a
 capacity-achieving code delivers ``floor(k log2(1 + snr_lin))`` bits per image
 (:func:`channels.links.capacity_link_bits`), ``bits_to_bytes`` of them as whole bytes. The codec takes the highest
 quality whose *counted* bytes fit. Two byte-accounting modes (``byte_accounting``):

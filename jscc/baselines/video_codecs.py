@@ -12,7 +12,7 @@ converts the project's float clips in [0, 1]); reconstructions are uint8 torch t
 ``(T, 3, H, W)``. Requires PyAV (``pip install av``; its wheels bundle FFmpeg with libx264
 and libx265).
 
-Budget (CONVENTIONS.md, "Separate source-channel coding baseline"): the link carries
+Budget (README, `jscc baseline`): the link carries
 ``budget_bits`` per clip, e.g. ``channels.links.capacity_link_bits(k, design_snr_db)`` with
 ``k = bandwidth_ratio * 3 * H * W * T`` (:func:`video_channel_uses`), or the information
 bits of the LDPC transport blocks. Rate control searches the quantiser (constant QP, or

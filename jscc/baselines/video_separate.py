@@ -13,7 +13,7 @@ no rounding, ``k`` must come out an integer or the ratio is refused). Frames ``0
 ...`` are IDR frames; GOP ``g`` holds frames ``[g gop, min((g + 1) gop, T))`` (closed GOPs, no
 B-frames, see :mod:`jscc.baselines.video_codecs`).
 
-Operating points and budgets (CONVENTIONS.md, "Separate source-channel coding baseline"):
+Operating points and budgets (README, `jscc baseline`):
 
 - **capacity link**: one capacity-achieving codeword per clip carrying
   ``floor(k log2(1 + snr_design))`` bits; the whole clip is rate-controlled to that budget

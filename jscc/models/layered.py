@@ -27,7 +27,7 @@ could establish without the full text here, ``multi`` is the paper's multiple-de
 layers' reconstruction, and ``masked`` the cheapest single-decoder scheme (it is also what makes
 the multiple-description mode possible: any subset of layers can be decoded).
 
-Channel symbols are ``(B, L, k_l)`` complex64 (CONVENTIONS.md); power is normalised per layer
+Channel symbols are ``(B, L, k_l)`` complex64 (README, Conventions); power is normalised per layer
 over the symbols sent (:class:`jscc.system.LayerLink`), and under slow fading one ``h`` holds for
 all layers of an image. ``transmit`` returns a dict with stable keys:
 

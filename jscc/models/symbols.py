@@ -1,4 +1,4 @@
-"""Mapping between real feature maps and complex channel symbols (CONVENTIONS.md, Signals).
+"""Mapping between real feature maps and complex channel symbols (README, Conventions: Signals).
 
 A real feature map ``(B, C, h, w)`` is flattened row-major to ``2k`` reals, reshaped to
 ``(B, k, 2)`` and paired (real, imaginary) into ``k`` complex symbols. The inverse undoes

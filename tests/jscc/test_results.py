@@ -19,7 +19,7 @@ from jscc.results import (
 
 
 def _example():
-    """The CONVENTIONS.md example, with the exact ratio 256/3072."""
+    """The README's results-file example, with the exact ratio 256/3072."""
     return {
         "schema": "jscc-results/1",
         "name": "deepjscc-cifar10-1_12-awgn-snr10",

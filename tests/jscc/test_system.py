@@ -1,4 +1,4 @@
-"""JSCCSystem: model + power normalisation + channel wired as CONVENTIONS.md says."""
+"""JSCCSystem: model + power normalisation + channel wired as the README's Conventions say."""
 from __future__ import annotations
 
 import math
