@@ -187,7 +187,7 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None
                    f"(torchvision, with --data-root){help_suffix}")
     g.add_argument("--data-root", default=None, help="torchvision dataset root (for --data cifar10)")
     g.add_argument("--download", action="store_true", help="allow torchvision to download CIFAR-10 into --data-root")
-    g.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
+    g.add_argument("--limit", type=positive_int, default=None, help="use N images: a seeded random subset (seed 0, file order kept, recorded in the dataset name)")
     if streaming:
         g.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                        help="decode an image folder batch by batch from disk instead of holding it in memory "

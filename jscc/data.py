@@ -266,26 +266,50 @@ def image_file_size(path: str | os.PathLike) -> tuple[int, int]:
     return h, w
 
 
+#: Seed of the ``--limit`` subset (:func:`limit_indices`).
+LIMIT_SEED = 0
+
+
+def limit_indices(n: int, limit: int | None) -> list[int] | None:
+    """The ``limit`` of ``n`` examples that ``--limit`` keeps: a random subset drawn with
+    :data:`LIMIT_SEED`, in the original (sorted) order; None when ``limit`` is None or >= ``n``. (The
+    first files of a class-sorted folder such as CIFAR-10's would be one class.)"""
+    if limit is None or limit >= n:
+        return None
+    if limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit}")
+    return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(LIMIT_SEED))[:limit].tolist())
+
+
+def limited_name(name: str, n: int, limit: int) -> str:
+    """A dataset name that records a ``--limit`` subset: ``"<name> (<limit> of <n>, seed <LIMIT_SEED>)"``."""
+    return f"{name} ({limit} of {n}, seed {LIMIT_SEED})"
+
+
 def load_folder(path, *, crop: int | None = None, random_crop: bool = True, multiple: int = 4, limit: int | None = None,
                 stream: bool | None = None) -> ImageSet:
     """Load every image under ``path`` as RGB.
 
     Without ``crop``, images are cropped at the bottom/right to a multiple of ``multiple`` pixels
     (DeepJSCC needs H, W divisible by 4; Kodak and CIFAR-10 are untouched).
-    ``limit`` keeps the first ``limit`` files (sorted order). ``stream``: True gives a
+    ``limit`` keeps a seeded random subset of ``limit`` files (:func:`limit_indices`, in sorted
+    order; the dataset name records it). ``stream``: True gives a
     :class:`StreamingImageSet` (decoded batch by batch), False loads into memory, None (default)
     streams when the decoded images would take more than :data:`STREAM_ABOVE_BYTES`.
     """
-    files = list_image_files(path)[:limit]
+    files = list_image_files(path)
+    name, keep = str(path), limit_indices(len(files), limit)
+    if keep is not None:
+        name, files = limited_name(name, len(files), len(keep)), [files[i] for i in keep]
     if stream is not False:
         sizes = [image_file_size(f) for f in files]
         if stream or sum(3 * h * w for h, w in sizes) > STREAM_ABOVE_BYTES:
-            return StreamingImageSet(files, sizes, str(path), crop, random_crop, multiple)
+            return StreamingImageSet(files, sizes, name, crop, random_crop, multiple)
     images = []
     for f in files:
         t = read_image(f)
         images.append(t if crop is not None else _crop_to_multiple(t, multiple))
-    return _pack(images, str(path), crop, random_crop)
+    return _pack(images, name, crop, random_crop)
 
 
 def load_sample_photos(*, crop: int | None = None, random_crop: bool = True, multiple: int = 4, names=SAMPLE_PHOTOS) -> ImageSet:
@@ -342,8 +366,10 @@ def load_dataset(
     else:
         ds = load_folder(data, crop=crop, random_crop=random_crop, limit=limit, stream=stream)
         limit = None
-    if limit is not None:
-        ds = ds.subset(range(min(limit, len(ds))))
+    keep = limit_indices(len(ds), limit)
+    if keep is not None:
+        n, ds = len(ds), ds.subset(keep)
+        ds.name = limited_name(ds.name, n, len(keep))
     if name:
         ds.name = name
     return ds

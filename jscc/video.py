@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from jscc.data import IMAGE_EXTENSIONS, ImageSet, _to_chw_uint8, iterate_batches
+from jscc.data import IMAGE_EXTENSIONS, ImageSet, limited_name, _to_chw_uint8, iterate_batches, limit_indices
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -443,7 +443,7 @@ def load_video_folder(path, *, frames: int | None = None, crop=None, random_crop
     """Every clip under ``path``: a video file, a frame folder, or a tree of frame folders / video files.
 
     Clips are found recursively (a folder holding image files is one clip; each video file is
-    one clip) and ordered naturally by relative path; ``limit`` keeps the first ``limit``.
+    one clip) and ordered naturally by relative path; ``limit`` keeps a seeded random subset of ``limit``.
     ``lazy`` applies to frame folders (video files are decoded at load: use ``max_frames`` /
     ``frame_step`` / ``limit`` to bound memory). Other options as :func:`load_frame_folder`.
     """
@@ -459,9 +459,15 @@ def load_video_folder(path, *, frames: int | None = None, crop=None, random_crop
     if not sources:
         raise ValueError(f"no clips found under {path}: expected frame folders ({', '.join(IMAGE_EXTENSIONS)}) "
                          f"or video files ({', '.join(VIDEO_EXTENSIONS)})")
-    limit = _check_positive(limit, "limit")
-    return _load_sources(sources[:limit], path, name or str(path), frames=frames, crop=crop, random_crop=random_crop,
+    sources, name = _limited(sources, _check_positive(limit, "limit"), name or str(path))
+    return _load_sources(sources, path, name, frames=frames, crop=crop, random_crop=random_crop,
                          lazy=lazy, multiple=multiple, frame_step=frame_step, max_frames=max_frames)
+
+
+def _limited(sources: list, limit: int | None, name: str) -> tuple[list, str]:
+    """The ``--limit`` subset of the clips (seeded, :func:`jscc.data.limit_indices`) and the name recording it."""
+    keep = limit_indices(len(sources), limit)
+    return (sources, name) if keep is None else ([sources[i] for i in keep], limited_name(name, len(sources), len(keep)))
 
 
 def load_ucf101(root, *, split_file: str | os.PathLike | None = None, frames: int | None = None, crop=None,
@@ -472,7 +478,7 @@ def load_ucf101(root, *, split_file: str | os.PathLike | None = None, frames: in
     ``split_file``: an official list (``ucfTrainTestlist/trainlist01.txt`` / ``testlist01.txt``,
     lines ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi [label]``) selecting and ordering the
     clips; without it every ``.avi`` under ``root`` (natural order). Clip names are the paths
-    relative to ``root`` (the class is the first part). ``limit`` keeps the first clips;
+    relative to ``root`` (the class is the first part). ``limit`` keeps a seeded random subset;
     options as :func:`load_frame_folder`. A whole clip is decoded at load (~7 s at 320x240 is
     ~40 MB as uint8): bound memory with ``max_frames`` / ``frame_step`` / ``limit``.
     """
@@ -492,9 +498,9 @@ def load_ucf101(root, *, split_file: str | os.PathLike | None = None, frames: in
                                     f"(e.g. {missing[0]})")
         if not sources:
             raise ValueError(f"split file {split_file} lists no clips")
-    limit = _check_positive(limit, "limit")
     name = f"ucf101-{Path(split_file).stem}" if split_file else "ucf101"
-    return _load_sources(sources[:limit], root, name, frames=frames, crop=crop, random_crop=random_crop, lazy=False,
+    sources, name = _limited(sources, _check_positive(limit, "limit"), name)
+    return _load_sources(sources, root, name, frames=frames, crop=crop, random_crop=random_crop, lazy=False,
                          multiple=multiple, frame_step=frame_step, max_frames=max_frames)
 
 

@@ -194,3 +194,18 @@ def test_training_on_a_streamed_folder(tmp_path, write_pngs):
                                "2", "--val-size", "2", "--quiet", "--out", str(tmp_path / mode)]) == 0
     a, b = (read_checkpoint(tmp_path / mode / "last.pt")["state_dict"] for mode in ("--stream", "--no-stream"))
     assert all(torch.equal(a[name], b[name]) for name in a)  # the same batches: the same weights
+
+
+def test_limit_takes_a_seeded_random_subset_in_file_order(tmp_path, write_pngs):
+    # 20 "classes" of one image each, sorted by name: the first 5 files would be 5 neighbours; --limit draws
+    # a seeded subset (the same every time), keeps the file order and records itself in the name.
+    from jscc.data import limit_indices
+
+    arrays = write_pngs(tmp_path, [(8, 8)] * 20)
+    keep = limit_indices(20, 5)
+    assert keep == sorted(keep) and len(set(keep)) == 5 and keep != [0, 1, 2, 3, 4] and keep == limit_indices(20, 5)
+    ds = load_folder(tmp_path, limit=5)
+    assert len(ds) == 5 and ds.name == f"{tmp_path} (5 of 20, seed 0)"
+    for j, i in enumerate(keep):
+        assert torch.equal(ds.images[j], torch.from_numpy(arrays[i]).permute(2, 0, 1))
+    assert limit_indices(20, 20) is None and limit_indices(20, None) is None and len(load_folder(tmp_path, limit=50)) == 20
