@@ -124,13 +124,17 @@ class OFDM(nn.Module):
         csi: ``"perfect"`` or ``"ls"``.
         interpolation: LS interpolation, ``"nn"``, ``"lin"`` or ``"lin_time_avg"``.
         equalization: ``"mmse"`` (default) or ``"zf"``.
+        clip_db: clip each OFDM symbol's time-domain samples at this many dB above its RMS amplitude
+            (PAPR reduction; the clipping distortion then goes through the channel); None = no clipping.
         power: nominal signal power ``P`` the SNR refers to (the data symbols' and the pilots').
 
     ``forward(z, snr_db=None, *, generator=None)`` takes complex symbols ``z`` ``(B, ..., k)``
     (complex64; each leading index is sent on its own grids) and returns ``{"y": y, "noise_var":
-    N0_eff}``: ``y`` complex64 of ``z``'s shape, the equalised data REs in ``z``'s order;
-    ``N0_eff`` float32 of ``z``'s shape, the post-equalisation noise variance per RE (Sionna's,
-    which leaves out the interpolation error of LS). Differentiable w.r.t. ``z``.
+    N0_eff, "papr_db": papr}``: ``y`` complex64 of ``z``'s shape, the equalised data REs in ``z``'s
+    order; ``N0_eff`` float32 of ``z``'s shape, the post-equalisation noise variance per RE (Sionna's,
+    which leaves out the interpolation error of LS); ``papr`` float32 ``(*z.shape[:-1], G * symbols)``,
+    the peak-to-average power ratio of each transmitted OFDM symbol (after clipping) in dB.
+    Differentiable w.r.t. ``z``.
     """
 
     name = "ofdm"
@@ -151,6 +155,7 @@ class OFDM(nn.Module):
         csi: str = "ls",
         interpolation: str = "lin",
         equalization: str = "mmse",
+        clip_db: float | None = None,
         power: float = 1.0,
     ):
         super().__init__()
@@ -177,10 +182,13 @@ class OFDM(nn.Module):
                 or len(pilots) >= num_ofdm_symbols:
             raise ValueError(f"pilot_ofdm_symbols must be distinct indices in [0, {num_ofdm_symbols}) leaving at least "
                              f"one data symbol, got {list(pilot_ofdm_symbols)}")
+        if clip_db is not None and (isinstance(clip_db, bool) or not isinstance(clip_db, numbers.Real)
+                                    or not math.isfinite(clip_db)):
+            raise ValueError(f"clip_db must be a finite number of dB (or None), got {clip_db!r}")
         if snr_db is not None:
             snr_db_to_lin(snr_db)
         _check_power(power)
-        self.snr_db = snr_db
+        self.snr_db, self.clip_db = snr_db, None if clip_db is None else float(clip_db)
         self.model, self.delay_spread, self.speed = model, float(delay_spread), float(speed)
         self.carrier_frequency = float(carrier_frequency)
         self.fft_size, self.num_ofdm_symbols = int(fft_size), int(num_ofdm_symbols)
@@ -263,6 +271,7 @@ class OFDM(nn.Module):
         x = nn.functional.pad(z.reshape(n_ex, k), (0, grids * d - k)).reshape(n_ex * grids, 1, 1, d)
         pilots_scale = self.power ** 0.5
         x_grid = blocks.mapper(x / pilots_scale) * pilots_scale  # pilots at power P like the data
+        x_grid, papr_db = self._clip(x_grid)
         h = self._channel(blocks, n_ex * grids, generator, z)
         no = noise_var.repeat_interleave(grids)
         y = blocks.apply(x_grid, h)
@@ -279,7 +288,21 @@ class OFDM(nn.Module):
             x_hat = x_hat / (1 + no_eff)
             no_eff = no_eff / (1 + no_eff)  # error variance of the biased estimate (unit power, exact CSI)
         return {"y": (x_hat * pilots_scale).reshape(shape).to(torch.complex64),
-                "noise_var": (no_eff * self.power).reshape(shape).to(torch.float32)}
+                "noise_var": (no_eff * self.power).reshape(shape).to(torch.float32),
+                "papr_db": papr_db.reshape(*shape[:-1], grids * self.num_ofdm_symbols).to(torch.float32)}
+
+    def _clip(self, x_grid: Tensor) -> tuple[Tensor, Tensor]:
+        """Time-domain view of each OFDM symbol (``ifft`` over the subcarriers; the cyclic prefix repeats
+        samples and changes no peak): clip at ``clip_db`` above its RMS when set, back to the subcarriers.
+        Returns the grid and the PAPR (dB) of each OFDM symbol ``(n, symbols)``."""
+        t = torch.fft.ifft(x_grid, dim=-1, norm="ortho")
+        rms = t.abs().square().mean(-1, keepdim=True).sqrt()
+        if self.clip_db is not None:
+            limit = rms * 10 ** (self.clip_db / 20)
+            t = t * torch.clamp(limit / t.abs().clamp_min(1e-30), max=1.0)
+            x_grid = torch.fft.fft(t, dim=-1, norm="ortho")
+        peak = t.abs().square().amax(-1) / rms.squeeze(-1).square().clamp_min(1e-30)
+        return x_grid, 10 * torch.log10(peak).reshape(x_grid.shape[0], self.num_ofdm_symbols)
 
     def channel_config(self) -> dict:
         """The ``channel`` entry of a results file (with the grid's RE counts)."""
@@ -288,8 +311,8 @@ class OFDM(nn.Module):
                 "carrier_frequency": self.carrier_frequency, "fft_size": self.fft_size,
                 "num_ofdm_symbols": self.num_ofdm_symbols, "subcarrier_spacing": self.subcarrier_spacing,
                 "cyclic_prefix_length": self.cyclic_prefix_length, "pilot_ofdm_symbols": list(self.pilot_ofdm_symbols),
-                "interpolation": self.interpolation, "data_res_per_grid": self.data_res_per_grid,
-                "pilot_res_per_grid": self.pilot_res_per_grid}
+                "interpolation": self.interpolation, "clip_db": self.clip_db,
+                "data_res_per_grid": self.data_res_per_grid, "pilot_res_per_grid": self.pilot_res_per_grid}
 
     def extra_repr(self) -> str:
         return (f"snr_db={self.snr_db}, model={self.model!r}, delay_spread={self.delay_spread:g}, speed={self.speed:g}, "

@@ -116,6 +116,8 @@ def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "
                    help="OFDM: subcarriers (default 72: 864 data + 144 pilot REs per 14-symbol grid)")
     g.add_argument("--interpolation", default=None, choices=OFDM_INTERPOLATIONS,
                    help="OFDM --csi ls: interpolation of the pilot estimates (default lin)")
+    g.add_argument("--clip-db", type=float, default=None, metavar="DB",
+                   help="OFDM: clip each OFDM symbol at DB above its RMS amplitude (PAPR reduction; default off)")
     g.add_argument("--antennas", default=None, metavar="NRxNT", help="MIMO: receive x transmit antennas (default 2x2)")
     g.add_argument("--power-allocation", default=None, choices=["equal", "waterfilling"],
                    help="MIMO --csi transmitter: power over the eigenmodes (default equal)")
@@ -123,7 +125,8 @@ def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "
 
 #: The OFDM options of :func:`add_channel_args` -> (constructor argument, divisor to its unit).
 _OFDM_OPTIONS = {"ofdm_model": ("model", None), "delay_spread": ("delay_spread", 1e9), "speed": ("speed", None),
-                 "fft_size": ("fft_size", None), "interpolation": ("interpolation", None)}
+                 "fft_size": ("fft_size", None), "interpolation": ("interpolation", None),
+                 "clip_db": ("clip_db", None)}
 
 
 def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
@@ -151,7 +154,7 @@ def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
             raise ValueError("--channel ofdm takes --csi perfect|ls and --equalization zf|mmse (no --block-length)")
         opts = {key: fallback[key] for key in ("model", "delay_spread", "speed", "carrier_frequency", "fft_size",
                                                "num_ofdm_symbols", "subcarrier_spacing", "cyclic_prefix_length",
-                                               "pilot_ofdm_symbols", "interpolation", "csi", "equalization")
+                                               "pilot_ofdm_symbols", "interpolation", "clip_db", "csi", "equalization")
                 if key in fallback}
         for option, (key, divisor) in _OFDM_OPTIONS.items():
             value = getattr(args, option, None)

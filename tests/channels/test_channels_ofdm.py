@@ -196,3 +196,19 @@ def test_mutual_information_references():
     tdl = OFDM(model="tdl-a", delay_spread=1e-6).mutual_information(k, snr, batch_size=4000, generator=_gen(12))
     assert abs(flat.mean().item() - ergodic) < 0.1 and abs(tdl.mean().item() - ergodic) < 0.1
     assert tdl.std() < 0.8 * flat.std()  # measured 0.75 vs 1.13 bits
+
+
+def test_papr_is_reported_and_clipping_bounds_it():
+    # 72 random-phase subcarriers: the PAPR of an OFDM symbol is typically 7-10 dB (never below 0, at most
+    # 10 log10(72) = 18.6 dB); clipping at 4 dB bounds it at 4 dB and the clipping distortion costs accuracy
+    # (H = 1, perfect CSI, 30 dB: the noise is small next to the distortion).
+    z = _symbols(32, 864)
+    plain = OFDM(model="none", csi="perfect", equalization="zf")(z, 30.0, generator=_gen(13))
+    clipped = OFDM(model="none", csi="perfect", equalization="zf", clip_db=4.0)(z, 30.0, generator=_gen(13))
+    assert plain["papr_db"].shape == (32, 14)
+    assert 6.0 < plain["papr_db"].median() < 11.0 and plain["papr_db"].max() < 18.6
+    assert clipped["papr_db"].max() <= 4.0 + 1e-3
+    err = [(o["y"] - z).abs().square().mean().item() for o in (plain, clipped)]
+    assert err[1] > 3 * err[0]
+    with pytest.raises(ValueError, match="clip_db"):
+        OFDM(clip_db=float("inf"))
