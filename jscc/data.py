@@ -75,18 +75,18 @@ class ImageSet:
         for i in indices:
             im = self.images[int(i)]
             if self.crop is not None:
-                h, w = im.shape[-2:]
-                if self.random_crop:
-                    top = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
-                    left = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
-                else:
-                    top, left = (h - self.crop) // 2, (w - self.crop) // 2
+                top, left = self._crop_offset(*im.shape[-2:], generator)
                 im = im[:, top : top + self.crop, left : left + self.crop]
             patches.append(im)
-        sizes = {tuple(p.shape[-2:]) for p in patches}
-        if len(sizes) > 1:
-            raise ValueError(f"a batch mixes image sizes {sorted(sizes)}: use batch size 1 or a crop")
-        return torch.stack(patches).float().div_(255)
+        return _stack(patches)
+
+    def _crop_offset(self, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int]:
+        """(top, left) of the crop of a ``height`` x ``width`` image: random (drawn from ``generator``, top
+        first) or centred."""
+        if not self.random_crop:
+            return (height - self.crop) // 2, (width - self.crop) // 2
+        top = int(torch.randint(height - self.crop + 1, (1,), generator=generator))
+        return top, int(torch.randint(width - self.crop + 1, (1,), generator=generator))
 
     def subset(self, indices) -> "ImageSet":
         """A new ImageSet of the given indices (same name, crop)."""
@@ -167,27 +167,12 @@ class StreamingImageSet(ImageSet):
 
     def batch(self, indices, generator: torch.Generator | None = None) -> torch.Tensor:
         """float32 ``(B, 3, H, W)`` in [0, 1] for the given image indices (decoded now)."""
-        jobs = []
-        for i in indices:
-            i = int(i)
-            if self.crop is None:
-                jobs.append((i, None, None))
-                continue
-            h, w = self.sizes[i]
-            if self.random_crop:
-                top = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
-                left = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
-            else:
-                top, left = (h - self.crop) // 2, (w - self.crop) // 2
-            jobs.append((i, top, left))
+        jobs = [(int(i), *((None, None) if self.crop is None else self._crop_offset(*self.sizes[int(i)], generator)))
+                for i in indices]
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="jscc-decode")
-        patches = list(self._pool.map(lambda job: self._read(*job), jobs))
-        sizes = {tuple(p.shape[-2:]) for p in patches}
-        if len(sizes) > 1:
-            raise ValueError(f"a batch mixes image sizes {sorted(sizes)}: use batch size 1 or a crop")
-        return torch.stack(patches).float().div_(255)
+        return _stack(list(self._pool.map(lambda job: self._read(*job), jobs)))
 
     def subset(self, indices) -> "StreamingImageSet":
         idx = [int(i) for i in indices]
@@ -200,6 +185,14 @@ class StreamingImageSet(ImageSet):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._pool, self._lock = None, threading.Lock()
+
+
+def _stack(patches: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 ``(3, H, W)`` patches of one size -> float32 ``(B, 3, H, W)`` in [0, 1]."""
+    sizes = {tuple(p.shape[-2:]) for p in patches}
+    if len(sizes) > 1:
+        raise ValueError(f"a batch mixes image sizes {sorted(sizes)}: use batch size 1 or a crop")
+    return torch.stack(patches).float().div_(255)
 
 
 def _to_chw_uint8(array: np.ndarray) -> torch.Tensor:
