@@ -49,6 +49,9 @@ from jscc.metrics import MetricAccumulator
 PSNR_CAP_DB = 100.0
 LINKS = ("capacity", "ldpc")
 BASELINE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg")  # psnr is always reported
+#: Channel draws behind each success probability of the capacity oracle over OFDM / MIMO (the standard error
+#: of a probability p is sqrt(p (1 - p) / 4000) <= 0.008).
+LINK_INFORMATION_DRAWS = 4000
 CAPACITY_DESIGN_GRID = tuple(float(s) for s in np.arange(-5.0, 30.5, 0.5))  # oracle candidates
 
 
@@ -94,7 +97,8 @@ class SeparateBaseline:
             goes through it (policies: a fixed MCS, or the MCS a design SNR gives on AWGN); over
             ``link="capacity"`` a code of rate ``R`` gets through iff the draw's Gaussian-input mutual
             information (``mutual_information``: per data RE / stream, perfect CSI) is ``>= R``
-            (policies: a design SNR, ``match``).
+            (policies: a design SNR, ``match``, ``oracle``: the rate of highest expected PSNR, its success
+            probability over :data:`LINK_INFORMATION_DRAWS` draws).
         bandwidth_ratio: ``k/n``.
         accounting: ``"full"`` or ``"payload"`` byte accounting.
         fallback: ``"image_mean"`` or ``"dataset_mean"`` (the test set's per-channel mean).
@@ -154,6 +158,7 @@ class SeparateBaseline:
         self._source_extra: dict[int, dict[str, np.ndarray]] = {}  # budget bytes -> {metric: per-image values}
         self._results: dict[int, list] = {}
         self._tables: dict[str, L.BlerTable] = {}
+        self._information: dict[float, torch.Tensor] = {}  # OFDM / MIMO capacity oracle
 
     # ------------------------------------------------------------------ source coding
     def _mse(self, recs: Sequence[np.ndarray], index: Sequence[int] | None = None) -> np.ndarray:
@@ -212,6 +217,8 @@ class SeparateBaseline:
     def success_probability(self, point: OperatingPoint, snr_db: float) -> float:
         """Probability that one image's bytes get through at (average) ``snr_db``."""
         if self.link == "capacity":
+            if self.channel_module is not None:
+                return float((self._link_information(snr_db) >= point.bits / self.k).double().mean())
             rate = awgn_capacity(point.design_snr_db)
             if self.channel == "awgn":
                 return float(snr_db >= point.design_snr_db)
@@ -220,6 +227,15 @@ class SeparateBaseline:
         if self.channel == "awgn":
             return 1.0 - float(L.bler_lookup(table, 10 ** (snr_db / 10)))
         return L.rayleigh_success_probability(table, snr_db)
+
+    def _link_information(self, snr_db: float) -> torch.Tensor:
+        """:data:`LINK_INFORMATION_DRAWS` draws of the OFDM / MIMO link's mutual information at ``snr_db`` (bits
+        per channel use, seeded per SNR, cached): the success probabilities of the capacity oracle."""
+        if snr_db not in self._information:
+            seed = int(round(float(snr_db) * 1000)) % 2**31
+            self._information[snr_db] = self.channel_module.mutual_information(
+                self.k, float(snr_db), batch_size=LINK_INFORMATION_DRAWS, generator=torch.Generator().manual_seed(seed))
+        return self._information[snr_db]
 
     def choose(self, design, snr_db: float) -> OperatingPoint | None:
         """The operating point used at test SNR ``snr_db`` under policy ``design`` (None: always fallback)."""
@@ -231,9 +247,9 @@ class SeparateBaseline:
             tables = {m: self.table(m) for m in L.feasible_mcs(self.k)}
             mcs = L.design_mcs(self.k, design, tables=tables)  # over OFDM / MIMO too: the MCS for AWGN at the design
             return None if mcs is None else self.ldpc_point(mcs)
-        if design == "oracle" and self.channel_module is not None:
-            raise ValueError(f"the oracle over {self.channel} is not implemented (it needs Monte-Carlo success "
-                             "probabilities through the link); use a design SNR or a fixed MCS")
+        if design == "oracle" and self.channel_module is not None and self.link == "ldpc":
+            raise ValueError(f"the LDPC oracle over {self.channel} is not implemented (it needs Monte-Carlo BLERs "
+                             "through the link); use a design SNR or a fixed MCS")
         if design != "oracle":
             if self.link == "ldpc" and isinstance(design, (str, L.MCS)):
                 return self.ldpc_point(design)  # a fixed MCS, e.g. "QPSK-r1/2"
