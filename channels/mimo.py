@@ -12,18 +12,21 @@ Conventions:
   slots of ``S`` streams in slot-major order (``S = Nt`` with CSI only at the receiver, ``S =
   min(Nt, Nr)`` eigenmodes with CSI at the transmitter); the rest of the last slot is zero
   (padding, counted by :meth:`MIMO.accounting`).
-- **SNR** is Es/N0 per channel use: each stream symbol has power ``P`` (a slot sends ``S P`` in
-  all), ``N0 = P / 10^(snr_db / 10)`` per receive antenna, per example.
+- **Power and SNR**: a slot sends total power ``P`` across its antennas (each of its ``S`` stream
+  symbols ``z_i``, of power ``P`` after the system's normalisation, goes out with power ``P / S``), and
+  ``snr_db`` is ``P / N0`` with ``N0 = P / 10^(snr_db / 10)`` per receive antenna, per example: the average
+  SNR at each receive antenna, as for the single-antenna channels. The equalised ``y`` estimates ``z``
+  itself (power ``P`` per symbol).
 - **Fading**: ``H`` has i.i.d. ``CN(0, 1)`` entries, one draw per example (``block_length=None``,
   slow fading as the Rayleigh channel's default) or a new one every ``block_length`` slots.
 - **CSI at the receiver** (``csi="receiver"``): every transmit antenna carries its own stream;
-  Sionna's ``lmmse_equalizer`` (unbiased per stream, noise covariance ``N0/P I``) or
-  ``zf_equalizer``; ``equalization="mmse"`` returns the biased estimate ``x_u / (1 + N0_eff / P)``
+  Sionna's ``lmmse_equalizer`` (unbiased per stream, channel ``H / sqrt(S)``, noise covariance
+  ``N0/P I``) or ``zf_equalizer``; ``equalization="mmse"`` returns the biased estimate ``x_u / (1 + N0_eff / P)``
   (as :class:`~channels.OFDM`), ``"zf"`` the zero-forcing one.
 - **CSI at the transmitter** (``csi="transmitter"``): ``H = U diag(sigma) V^H``; the transmitter sends
-  ``V diag(sqrt(p)) s`` with ``sum(p) = S`` (``power_allocation="equal"``: ``p = 1``;
+  ``V diag(sqrt(p)) z`` with ``sum(p) = 1`` (``power_allocation="equal"``: ``p = 1 / S``;
   ``"waterfilling"``: ``p_i = max(0, mu - N0 / (P sigma_i^2))``, the capacity-achieving allocation over
-  the eigenmodes), the receiver ``U^H y``: ``S`` parallel channels ``sigma_i sqrt(p_i) s_i + n_i``,
+  the eigenmodes), the receiver ``U^H y``: ``S`` parallel channels ``sigma_i sqrt(p_i) z_i + n_i``,
   equalised per mode (ZF, or MMSE ``conj(a) r / (|a|^2 + N0/P)``). A mode given no power carries
   nothing: its symbols are received as 0 (MMSE) and its noise variance is ``P`` (the symbol's own).
 
@@ -87,7 +90,7 @@ class MIMO(nn.Module):
         equalization: ``"mmse"`` (default) or ``"zf"``.
         power_allocation: with ``csi="transmitter"``: ``"equal"`` (default) or ``"waterfilling"``.
         block_length: slots per channel draw; None = one ``H`` per example.
-        power: nominal power ``P`` per channel use.
+        power: nominal power ``P`` per channel use (stream symbol); a slot sends ``P`` in all.
 
     ``forward(z, snr_db=None, *, generator=None)``: complex64 ``z`` ``(B, k)`` -> ``{"y", "noise_var",
     "h"}``: ``y`` complex64 ``(B, k)``, the equalised symbols in ``z``'s order; ``noise_var`` float32
@@ -138,8 +141,8 @@ class MIMO(nn.Module):
                            generator: torch.Generator | None = None) -> Tensor:
         """Gaussian-input mutual information of ``batch_size`` fresh channel draws, in bits per channel use:
         per example, the mean over its ``T`` slots of ``sum_i log2(1 + sigma_i^2 p_i P / N0) / S`` (the
-        eigenmodes of ``H``; ``p = 1`` with CSI at the receiver or equal power, water-filling otherwise), i.e.
-        ``log2 det(I + P/N0 H H^H) / S`` for equal power. A capacity-achieving code of rate ``R`` bits per
+        eigenmodes of ``H``; ``p = 1 / S`` with CSI at the receiver or equal power, water-filling of total 1
+        otherwise), i.e. ``log2 det(I + P/(S N0) H H^H) / S`` for equal power. A capacity-achieving code of rate ``R`` bits per
         channel use gets through iff it is ``>= R``. float64 ``(batch_size,)``."""
         slots = self.accounting(k)["slots"]
         draws = 1 if self.block_length is None else math.ceil(slots / self.block_length)
@@ -148,8 +151,8 @@ class MIMO(nn.Module):
         h = _complex_normal(like, (batch_size, draws, self.rx, self.tx), generator).to(torch.complex128)
         snr = snr_db_to_lin(torch.as_tensor(snr_db, dtype=torch.float64)).expand(batch_size).reshape(batch_size, 1, 1)
         gains = torch.linalg.svdvals(h)[..., : self.streams].square() * snr
-        p = (waterfilling(gains, float(self.streams)) if self.power_allocation == "waterfilling"
-             else torch.ones_like(gains))
+        p = (waterfilling(gains, 1.0) if self.power_allocation == "waterfilling"
+             else torch.full_like(gains, 1 / self.streams))
         info = torch.log2(1 + gains * p).sum(-1) / self.streams  # (B, draws), bits per channel use
         weights = torch.full((draws,), float(per_draw), dtype=torch.float64)
         weights[-1] = slots - per_draw * (draws - 1)  # the last draw may cover fewer slots
@@ -170,6 +173,7 @@ class MIMO(nn.Module):
         h_slot = h.repeat_interleave(slots if self.block_length is None else self.block_length, dim=1)[:, :slots]
         x = nn.functional.pad(z, (0, slots * s - k)).reshape(batch, slots, s)  # power P per stream symbol
         if self.csi == "receiver":
+            h_slot = h_slot / s ** 0.5  # each antenna sends P / S: H x / sqrt(S) carries P per slot
             y = (h_slot @ x.unsqueeze(-1)).squeeze(-1)
             y = y + _complex_normal(y, y.shape, generator) * n0.sqrt()
             scale = self.power ** 0.5  # Sionna's equalisers take unit-power streams
@@ -184,7 +188,7 @@ class MIMO(nn.Module):
         else:
             u, sigma, vh = torch.linalg.svd(h_slot)  # (B, T, Nr, Nr), (B, T, S), (B, T, Nt, Nt)
             gains = sigma.square() * self.power / n0
-            p = torch.ones_like(sigma) if self.power_allocation == "equal" else waterfilling(gains, float(s))
+            p = torch.full_like(sigma, 1 / s) if self.power_allocation == "equal" else waterfilling(gains, 1.0)
             a = (sigma * p.sqrt()).to(z.dtype)  # per-mode amplitude
             tx = (vh.mH[..., :, :s] @ (p.sqrt().to(z.dtype) * x).unsqueeze(-1)).squeeze(-1)
             y = (h_slot @ tx.unsqueeze(-1)).squeeze(-1)

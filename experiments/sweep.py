@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, add_snr_args,
-                              apply_device_args, channel_from_args, check_output, parse_snr_list, positive_int,
-                              summary_line)
+                              apply_device_args, bandwidth_ratio, channel_from_args, check_output, parse_snr_list,
+                              positive_int, summary_line)
 from jscc.checkpoint import load, resolve_checkpoint
 from jscc.data import load_dataset
 from jscc.evaluate import IMAGE_METRICS, sweep_results
@@ -37,6 +37,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--intra-only", action="store_true",
                    help="deepwive: the per-frame reference, every frame coded alone by the key-frame codec "
                         "at the same bandwidth (chunks of the allocation policy)")
+    p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default=None,
+                   help="rate-adaptive models (swinjscc): the k/n to send, one the model serves (default: as trained)")
     p.add_argument("--n-channel-draws", type=positive_int, default=10, help="channel realisations per image and SNR (default 10)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=IMAGE_METRICS,
                    help="metrics (default: %(default)s; lpips = LPIPS v0.1 AlexNet, lower is better, offline; "
@@ -99,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(model, "feedback_snr_db"):
             raise SystemExit(f"error: --feedback-snr applies to deepjscc-f, not {model.registry_name}")
         model.feedback_snr_db = None if args.feedback_snr == "noiseless" else float(args.feedback_snr)
+    if args.bandwidth_ratio is not None:
+        if not getattr(model, "rate_adaptive", False):
+            raise SystemExit(f"error: --bandwidth-ratio: {model.registry_name} sends one ratio "
+                             f"({model.bandwidth_ratio(32, 32)}); only rate-adaptive models (swinjscc) take it")
+        try:
+            model.set_bandwidth_ratio(args.bandwidth_ratio)
+        except ValueError as err:
+            raise SystemExit(f"error: --bandwidth-ratio: {err}") from None
     if args.allocation_policy is not None:
         if not hasattr(model, "allocation_space"):
             raise SystemExit(f"error: --allocation-policy applies to deepwive, not {model.registry_name}")

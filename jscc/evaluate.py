@@ -54,7 +54,8 @@ def evaluate(
 
     Returns:
         The ``metrics`` dict of the results file: ``{"psnr": [...], "psnr_std": [...], ...,
-        "psnr_of_mean_mse": [...]}``, one value per SNR. Layered models add ``channel_uses``
+        "psnr_of_mean_mse": [...]}``, one value per SNR. Models that send constellation points as they
+        are (``sends_constellation``) add ``symbol_power`` (mean ``|z|^2`` per example, mean and std). Layered models add ``channel_uses``
         (complex uses per image actually sent, mean and std), ``target_reached`` (fraction, with
         ``stop_psnr_db``) and ``per_prefix``: one such dict per prefix of layers (the results
         file's ``metrics_per_prefix``). Video models (clips ``(B,T,3,H,W)``): metrics over every
@@ -76,6 +77,7 @@ def evaluate(
     generator = torch.Generator(device=device).manual_seed(seed)
     acc = M.MetricAccumulator()
     adaptive = getattr(system.model, "snr_adaptive", True)
+    constellation = getattr(system.model, "sends_constellation", False)
     # a seeded data generator too: random crops / synthetic motion of a validation set are the same every time
     batches = iterate_batches(dataset, batch_size, generator=torch.Generator().manual_seed(seed + 1_000_003))
     n_batches = -(-len(dataset) // batch_size) if dataset.uniform else len(dataset)
@@ -111,6 +113,8 @@ def evaluate(
             z_snr = system.encode(x_rep, snr) if adaptive else z
             x_hat = system.receive(z_snr, size, snr, generator=generator)["x_hat"]
             _accumulate(acc, i, x_hat, x_rep, metrics, scorers)
+            if constellation:  # not renormalised per example: record the power it sends
+                acc.add(i, "symbol_power", z_snr.abs().square().mean(-1))
     system.train(was_training)
     summary = _named_perceptual(acc.summary(range(len(snr_db))), perceptual_model)
     if x.ndim == 5:

@@ -24,7 +24,11 @@ class JSCCSystem(nn.Module):
             dict with ``y`` (and ``h`` for fading).
 
     Power normalisation uses the channel's nominal power ``P`` (``channel.power``, default 1), so
-    the SNR the channel applies always refers to the power actually enforced.
+    the SNR the channel applies always refers to the power actually enforced. Models that send points of a
+    fixed constellation (``sends_constellation = True``, e.g. DeepJSCC-Q) are not renormalised per example:
+    their unit-average-energy points are sent as they are, scaled by ``sqrt(P)``, so the average power holds
+    over the constellation and an example's own power is what its points give (recorded by the sweeps as
+    ``symbol_power``).
 
     The decoder receives ``h`` only when the channel has ``csi="receiver"`` and
     ``equalization="side"``; with ``csi="none"`` the realisation is returned for logging only.
@@ -60,7 +64,10 @@ class JSCCSystem(nn.Module):
         """
         needs_snr = snr_db is not None or getattr(self.model, "snr_adaptive", True)
         snr = self.resolve_snr(snr_db, x.shape[0], x.device) if needs_snr else None
-        return self.power_norm(self.model.encode(x, snr_db=snr))
+        z = self.model.encode(x, snr_db=snr)
+        if getattr(self.model, "sends_constellation", False):  # unit-average-energy grid points, sent as they are
+            return z * self.power_norm.power ** 0.5
+        return self.power_norm(z)
 
     def receive(
         self,

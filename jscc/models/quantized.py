@@ -4,7 +4,7 @@ Constellation constrained deep joint source-channel coding", IEEE JSAIT 2022).
 ::
 
     x ─► DeepJSCC encoder ─► z (B,k) power-normalised ─► soft (training) / hard (evaluation)
-         assignment to a fixed constellation C of M points ─► channel ─► DeepJSCC decoder ─► x_hat
+         assignment to a fixed constellation C of M points ─► x sqrt(P) ─► channel ─► DeepJSCC decoder ─► x_hat
 
 Every transmitted symbol is a point of a standard constellation (M-QAM or M-PSK, unit average
 power over the points), so a trained model runs on a radio that only sends those points. In training
@@ -12,9 +12,11 @@ each symbol is the softmax-weighted mean of the points, ``q = sum_m softmax(-|z 
 differentiable in ``z``; the temperature ``T`` is annealed geometrically from ``temperature`` to
 ``temperature_min`` over ``anneal_steps`` training steps (the step count is a buffer: it is saved in
 checkpoints and a resumed run continues the schedule). In evaluation each symbol is the nearest
-point. The system then normalises each example's power to ``P`` as for every model: a gain per
-transmitted example (power control), which keeps every symbol on the constellation's shape, so the
-average power constraint holds exactly whatever points the encoder picks.
+point. The points are sent as they are (``sends_constellation = True``: the system scales them by
+``sqrt(P)`` and does not renormalise each example), so the radio sends exactly the constellation's
+points and the power constraint holds on average over the constellation, as in the paper; an
+example's own mean power is that of the points it picks (sweeps record it as ``symbol_power``; the
+soft assignments of training have at most the power of the encoder's normalised output).
 """
 from __future__ import annotations
 
@@ -66,8 +68,10 @@ class DeepJSCCQ(DeepJSCC):
         anneal_steps: training steps of the annealing (>= 1).
 
     ``encode`` returns complex64 ``(B, k)`` symbols: soft assignments in training mode, points of the
-    constellation in evaluation mode (the system scales each example to power ``P``).
+    constellation in evaluation mode (the system sends them scaled by ``sqrt(P)``, not renormalised).
     """
+
+    sends_constellation = True
 
     def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32), csi_side_input: bool = False,
                  norm: str = "none", constellation: str = "16qam", temperature: float = 0.5,

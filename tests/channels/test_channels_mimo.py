@@ -59,6 +59,21 @@ def test_svd_precoding_diagonalises_the_channel():
     assert ((out["y"] - z).abs()[good] < 1e-2).all()
 
 
+@pytest.mark.parametrize("csi", ["receiver", "transmitter"])
+def test_a_slot_sends_total_power_p_across_its_antennas(csi):
+    # Zero-forcing's error variance is exact given H: with each of the S = 2 streams sent at P / 2 it is
+    # N0 * 2 * [(H^H H)^-1]_ii (CSI at the receiver) or N0 * 2 / sigma_i^2 per eigenmode (equal power), N0 = P / 10.
+    z = _symbols(50, 8)
+    out = MIMO(csi=csi, equalization="zf", power=2.0)(z * 2**0.5, 10.0, generator=_gen(12))
+    h = out["h"][:, 0].to(torch.complex128)
+    n0 = 2.0 / 10
+    if csi == "receiver":
+        per_stream = torch.linalg.inv(h.mH @ h).diagonal(dim1=-2, dim2=-1).real * n0 * 2
+    else:
+        per_stream = n0 * 2 / torch.linalg.svdvals(h).square()
+    torch.testing.assert_close(out["noise_var"].double(), per_stream.repeat(1, 4), rtol=1e-4, atol=0)
+
+
 def test_waterfilling_allocation():
     gains = torch.tensor([[100.0, 1.0], [100.0, 100.0], [10.0, 0.01]])
     p = waterfilling(gains, 2.0)
@@ -73,7 +88,7 @@ def test_waterfilling_allocation():
     h = eq["h"][:, 0]
     s2 = torch.linalg.svdvals(h).square()
     cap = lambda p: torch.log2(1 + s2 * p).sum(-1).mean()  # noqa: E731  (N0 = P = 1 at 0 dB)
-    assert cap(waterfilling(s2, 2.0)) >= cap(torch.ones_like(s2)) - 1e-6
+    assert cap(waterfilling(s2, 1.0)) >= cap(torch.full_like(s2, 0.5)) - 1e-6
     assert torch.equal(wf["h"], eq["h"])
 
 
@@ -134,7 +149,8 @@ def test_cli_trains_and_sweeps_over_mimo(tmp_path, write_pngs):
 
 def test_mutual_information_references():
     # 1x1: the Rayleigh ergodic capacity log2(e) e^(1/rho) E1(1/rho) (2.9065 bits at 10 dB; 4,000 draws, 1 sigma
-    # 0.021, tolerance 0.1); 2x2 per stream: log2 det(I + rho H H^H) / 2; water-filling never below equal power.
+    # 0.021, tolerance 0.1); 2x2 per stream, total power P per slot: log2 det(I + rho/2 H H^H) / 2; water-filling
+    # never below equal power.
     import math
 
     from scipy.special import exp1
@@ -144,7 +160,7 @@ def test_mutual_information_references():
     assert abs(one.mean().item() - ergodic) < 0.1
     two = MIMO().mutual_information(64, 10.0, batch_size=5, generator=_gen(10))
     h = torch.view_as_complex(torch.randn(5, 1, 2, 2, 2, generator=_gen(10), dtype=torch.float32)) * 0.5**0.5
-    det = torch.linalg.det(torch.eye(2) + 10 * h[:, 0].to(torch.complex128) @ h[:, 0].to(torch.complex128).mH).real
+    det = torch.linalg.det(torch.eye(2) + 5 * h[:, 0].to(torch.complex128) @ h[:, 0].to(torch.complex128).mH).real
     torch.testing.assert_close(two, torch.log2(det) / 2, rtol=1e-5, atol=1e-6)
     eq = MIMO(csi="transmitter").mutual_information(64, 0.0, batch_size=200, generator=_gen(11))
     wf = MIMO(csi="transmitter", power_allocation="waterfilling").mutual_information(64, 0.0, batch_size=200,
