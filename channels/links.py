@@ -1246,6 +1246,9 @@ def _atomic_write_json(obj: dict, path: Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1)
+        umask = os.umask(0)  # mkstemp makes the file 0600: give it a normal file's permissions (as jscc.results)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -5,6 +5,7 @@ import argparse
 import math
 import os
 import re
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 # taken as that fraction (0.08333333333333333 -> 1/12); two such fractions are >= 1e-8 apart, so it is unique.
 RATIO_SNAP_TOLERANCE = 1e-9
 RATIO_SNAP_DENOMINATOR = 10_000
+MAX_SNR_POINTS, WARN_SNR_POINTS = 1000, 100  # an SNR grid larger than this is an error / a warning
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before any --threads of this process changes it
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -22,6 +25,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def format_help(self) -> str:
+        """The help, with ``(default: ...)`` after every option that has a default and does not say it."""
+        for action in self._actions:
+            if (not action.option_strings or action.default in (None, False, argparse.SUPPRESS)
+                    or action.help == argparse.SUPPRESS or "default" in (action.help or "").lower()):
+                continue
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "(default: %(default)s)"
+        return super().format_help()
 
 
 def positive_int(text: str) -> int:
@@ -72,6 +84,10 @@ def parse_snr_list(values: list[str] | str) -> list[float]:
                     if step <= 0 or stop < start:
                         raise ValueError
                     n = int(math.floor((stop - start) / step + 1e-9)) + 1
+                    if n > MAX_SNR_POINTS:
+                        raise argparse.ArgumentTypeError(
+                            f"SNR range {part!r} has {n} points (more than {MAX_SNR_POINTS}); each point is a pass "
+                            "over the whole data: use a coarser step")
                     out += [round(start + i * step, 10) for i in range(n)]
                 else:
                     out.append(float(part))
@@ -81,10 +97,15 @@ def parse_snr_list(values: list[str] | str) -> list[float]:
                 ) from None
     if not out or not all(math.isfinite(s) for s in out):
         raise argparse.ArgumentTypeError(f"SNR list {values!r} is empty or not finite")
+    if len(out) > WARN_SNR_POINTS:
+        print(f"warning: {len(out)} SNR points; each is a pass over the whole data", file=sys.stderr)
     return out
 
 
-def add_snr_args(parser: argparse.ArgumentParser, default: str = "0:20:2", help: str = "test SNRs in dB") -> None:
+DEFAULT_SNR_GRID = "0:20:2"  # jscc sweep and jscc baseline
+
+
+def add_snr_args(parser: argparse.ArgumentParser, default: str = DEFAULT_SNR_GRID, help: str = "test SNRs in dB") -> None:
     """``--snr`` taking ranges, comma lists and several values, negative ones included."""
     # argparse takes "-5:5:1" for an option unless it is told such tokens are numbers.
     parser._negative_number_matcher = re.compile(r"^-\d[\d.:,e+-]*$|^-\.\d")
@@ -200,13 +221,25 @@ def add_data_args(parser: argparse.ArgumentParser, *, default: str | None = None
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch intra-op threads (default: the idle cores, i.e. torch's count less the 1-minute "
+                             "load average, at least 1: torch's own choice oversubscribes a shared machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every RNG (default: %(default)s)")
 
 
+def default_threads() -> int:
+    """Intra-op threads for a machine that may be shared: torch's default (the physical cores) less the
+    1-minute load average (rounded), at least 1."""
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average (Windows)
+        busy = 0
+    return max(1, TORCH_DEFAULT_THREADS - busy)
+
+
 def apply_device_args(args: argparse.Namespace) -> None:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    """``--threads`` (or :func:`default_threads`) and the ``--device`` check."""
+    torch.set_num_threads(args.threads if args.threads is not None else default_threads())
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda requested but CUDA is not available")
 

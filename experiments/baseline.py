@@ -24,7 +24,8 @@ from channels.links import BLER_BUDGETS
 from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, add_snr_args,
                               apply_device_args, bandwidth_ratio, channel_from_args, check_output, parse_key_values,
                               parse_snr_list, positive_int, summary_line)
-from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs
+from jscc.baselines.codecs import (ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs,
+                                   shared_worker_pools)
 from jscc.baselines.separate import BASELINE_METRICS, LINKS, SeparateBaseline, baseline_results
 from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
 from jscc.data import load_dataset
@@ -49,12 +50,12 @@ def setup_args() -> argparse.ArgumentParser:
                    help="also: oracle = best operating point per test SNR (envelope / rate chosen over the outage); "
                         "match = design SNR equal to the test SNR (R = C(snr_avg))")
     p.add_argument("--mcs", nargs="*", default=[], help="LDPC: also fixed MCSs, e.g. QPSK-r1/2 16QAM-r3/4")
-    add_snr_args(p, default="0:25:1")
+    add_snr_args(p)  # the same default grid as jscc sweep
     add_channel_args(p)  # awgn, rayleigh (slow fading, h known at the receiver); ofdm, mimo (see link_channel)
     p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default="1/12", help="k/n as a fraction (default: 1/12)")
     p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_MODES,
                    help="default: full for images, payload (slice NAL units) for video")
-    p.add_argument("--fallback", default=None, choices=[*FALLBACK_MODES, *VIDEO_FALLBACK_MODES],
+    p.add_argument("--fallback", default=None, choices=list(dict.fromkeys([*FALLBACK_MODES, *VIDEO_FALLBACK_MODES])),
                    help="default: image_mean for images, clip_mean for video")
     p.add_argument("--n-channel-draws", type=positive_int, default=10)
     p.add_argument("--ldpc-mode", default="cached", choices=["cached", "exact"],
@@ -80,6 +81,11 @@ def setup_args() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
+    with shared_worker_pools():  # --workers N: one set of spawned source-coding processes for the whole run
+        return _main(args, argv)
+
+
+def _main(args, argv: list[str] | None) -> int:
     apply_device_args(args)
     try:
         snrs = parse_snr_list(args.snr)

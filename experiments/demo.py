@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from channels import AWGN, seed_everything
-from experiments.args import ArgumentParser, add_snr_args, parse_snr_list, positive_int
+from experiments.args import ArgumentParser, add_snr_args, default_threads, parse_snr_list, positive_int
 from experiments.plot import plot_results
 from jscc import zoo
 from jscc.checkpoint import load
@@ -42,7 +42,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--n-channel-draws", type=positive_int, default=5)
     p.add_argument("--crop", type=positive_int, default=256, help="test photos are centre-cropped to CROPxCROP")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch intra-op threads (default: the idle cores, see jscc sweep --help)")
     return p
 
 
@@ -92,8 +93,7 @@ def save_grid(system: JSCCSystem, images: torch.Tensor, snrs, path: Path, seed: 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     t0 = time.perf_counter()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)

@@ -20,8 +20,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from channels import build_channel
-from experiments.args import ArgumentParser, add_snr_args, parse_snr_list, positive_int, summary_line
+from experiments.args import ArgumentParser, add_snr_args, default_threads, parse_snr_list, positive_int, summary_line
 from experiments import reproduce_generative
 from experiments.plot import expand_prefixes, plot_results, plot_vs_bandwidth
 from jscc.baselines.separate import SeparateBaseline, baseline_results
@@ -96,6 +98,8 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true", help="skip JPEG2000 + capacity")
     p.add_argument("--workers", type=positive_int, default=2, help="processes for JPEG2000 coding")
     p.add_argument("--out", default=None, help="output folder (default results/FIGURE)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch intra-op threads (default: the idle cores, see jscc sweep --help)")
     reproduce_generative.add_arguments(p)
     return p
 
@@ -121,6 +125,7 @@ def envelope(results: list[dict], *, name: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
+    torch.set_num_threads(args.threads or default_threads())
     fig = FIGURES.get(args.figure) or reproduce_generative.GENERATIVE_FIGURES[args.figure]
     snrs = parse_snr_list(args.snr)
     out = Path(args.out or Path("results") / args.figure)

@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             dataset = first_frames(dataset, model.gop_size, args.model)
     else:
         dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
-                               limit=args.limit, name=args.data_name)
+                               limit=args.limit, name=args.data_name, multiple=getattr(model, "size_multiple", 4))
     metrics, notes = metrics_for_sizes(args.metrics, (dataset.image_size(i) for i in range(len(dataset))))
+    notes = [*getattr(dataset, "notes", []), *notes]
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     perceptual_model = None

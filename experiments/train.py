@@ -138,6 +138,8 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
         if args.crop is None:
             raise SystemExit("error: --samples-per-epoch needs --crop")
         train_set = train_set.subset([i % len(train_set) for i in range(args.samples_per_epoch)])
+    for note in dict.fromkeys([*train_set.notes, *val_set.notes]):
+        print(f"note: {note}", file=sys.stderr)
     return train_set, ImageSet(val_set.images, val_set.name, val_set.crop, random_crop=False)
 
 

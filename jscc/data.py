@@ -43,6 +43,7 @@ class ImageSet:
         self.name = name
         self.crop = crop
         self.random_crop = random_crop
+        self.notes: list[str] = []  # what loading did to the images (e.g. cut to a size multiple), for results
         if crop is not None:
             small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < crop]
             if small:
@@ -92,7 +93,9 @@ class ImageSet:
         """A new ImageSet of the given indices (same name, crop)."""
         idx = [int(i) for i in indices]
         images = self.images[torch.as_tensor(idx)] if self.stacked else [self.images[i] for i in idx]
-        return ImageSet(images, self.name, self.crop, self.random_crop)
+        subset = ImageSet(images, self.name, self.crop, self.random_crop)
+        subset.notes = list(self.notes)
+        return subset
 
 
 #: A folder whose decoded images (3 H W bytes each) would take more than this is streamed from disk.
@@ -137,7 +140,7 @@ class StreamingImageSet(ImageSet):
             raise ValueError(f"dataset {name!r} holds no images")
         self.files, self.multiple, self.threads = [Path(f) for f in files], multiple, threads
         self.sizes = [(h - h % multiple, w - w % multiple) if crop is None else (h, w) for h, w in sizes]
-        self.name, self.crop, self.random_crop = name, crop, random_crop
+        self.name, self.crop, self.random_crop, self.notes = name, crop, random_crop, []
         if crop is not None:
             small = [s for s in self.sizes if min(s) < crop]
             if small:
@@ -176,8 +179,10 @@ class StreamingImageSet(ImageSet):
 
     def subset(self, indices) -> "StreamingImageSet":
         idx = [int(i) for i in indices]
-        return StreamingImageSet([self.files[i] for i in idx], [self.sizes[i] for i in idx], self.name, self.crop,
-                                 self.random_crop, self.multiple, self.threads)
+        subset = StreamingImageSet([self.files[i] for i in idx], [self.sizes[i] for i in idx], self.name, self.crop,
+                                   self.random_crop, self.multiple, self.threads)
+        subset.notes = list(self.notes)
+        return subset
 
     def __getstate__(self):  # picklable (no thread pool)
         return {k: v for k, v in self.__dict__.items() if k not in ("_pool", "_lock")}
@@ -297,19 +302,43 @@ def load_folder(path, *, crop: int | None = None, random_crop: bool = True, mult
     if stream is not False:
         sizes = [image_file_size(f) for f in files]
         if stream or sum(3 * h * w for h, w in sizes) > STREAM_ABOVE_BYTES:
-            return StreamingImageSet(files, sizes, name, crop, random_crop, multiple)
-    images = []
-    for f in files:
-        t = read_image(f)
-        images.append(t if crop is not None else _crop_to_multiple(t, multiple))
-    return _pack(images, name, crop, random_crop)
+            note = None if crop is not None else cropping_note(files, sizes, multiple)
+            ds = StreamingImageSet(files, sizes, name, crop, random_crop, multiple)
+            ds.notes = [note] if note else []
+            return ds
+    images = [read_image(f) for f in files]
+    if crop is not None:
+        return _pack(images, name, crop, random_crop)
+    note = cropping_note(files, [tuple(t.shape[-2:]) for t in images], multiple)
+    ds = _pack([_crop_to_multiple(t, multiple) for t in images], name, crop, random_crop)
+    ds.notes = [note] if note else []
+    return ds
+
+
+def cropping_note(files, sizes, multiple: int) -> str | None:
+    """What cutting images at the bottom/right to a multiple of ``multiple`` px does to them: None when no
+    image changes, else one line (how many, an example with its sizes). ValueError, naming the file, for an
+    image smaller than ``multiple`` in either direction."""
+    changed = []
+    for f, (h, w) in zip(files, sizes):
+        if h < multiple or w < multiple:
+            raise ValueError(f"image {f} is {h}x{w}: smaller than {multiple}x{multiple} px, the smallest size the "
+                             "models take")
+        if h % multiple or w % multiple:
+            changed.append((f, h, w))
+    if not changed:
+        return None
+    f, h, w = changed[0]
+    return (f"{len(changed)} of {len(files)} images cut at the bottom/right to a multiple of {multiple} px "
+            f"(e.g. {Path(f).name}: {h}x{w} -> {h - h % multiple}x{w - w % multiple})")
 
 
 def load_sample_photos(*, crop: int | None = None, random_crop: bool = True, multiple: int = 4, names=SAMPLE_PHOTOS) -> ImageSet:
     """Colour photographs shipped with scikit-image (offline): astronaut, coffee, rocket, ..."""
     import skimage.data
 
-    images = [_to_chw_uint8(getattr(skimage.data, n)()) for n in names]
+    arrays = [getattr(skimage.data, n)() for n in names]
+    images = [_to_chw_uint8(a[0] if isinstance(a, tuple) else a) for a in arrays]  # stereo_motorcycle: (left, ...)
     if crop is None:
         images = [_crop_to_multiple(im, multiple) for im in images]
     return _pack(images, "skimage-sample-photos", crop, random_crop)
@@ -341,15 +370,17 @@ def load_dataset(
     limit: int | None = None,
     name: str | None = None,
     stream: bool | None = None,
+    multiple: int = 4,
 ) -> ImageSet:
     """Resolve the command-line data options to an ImageSet.
 
     ``data`` is a folder/file path, ``"sample"`` (scikit-image photos) or ``"cifar10"`` (torchvision,
     needs ``data_root``). ``name`` overrides the dataset name recorded in results. ``stream``: for a
-    folder, see :func:`load_folder`.
+    folder, see :func:`load_folder`. ``multiple``: without ``crop``, images are cut to a multiple of this
+    many pixels (what the model needs: 4 for the CNNs, 16 for swinjscc); ``ds.notes`` says so.
     """
     if data is None or data == "sample":
-        ds = load_sample_photos(crop=crop, random_crop=random_crop)
+        ds = load_sample_photos(crop=crop, random_crop=random_crop, multiple=multiple)
     elif data == "cifar10":
         if data_root is None:
             raise ValueError("--data cifar10 needs --data-root DIR (torchvision's CIFAR-10 folder)")
@@ -357,7 +388,7 @@ def load_dataset(
         if crop is not None:
             ds = ImageSet(ds.images, ds.name, crop, random_crop)
     else:
-        ds = load_folder(data, crop=crop, random_crop=random_crop, limit=limit, stream=stream)
+        ds = load_folder(data, crop=crop, random_crop=random_crop, limit=limit, stream=stream, multiple=multiple)
         limit = None
     keep = limit_indices(len(ds), limit)
     if keep is not None:

@@ -80,11 +80,14 @@ def evaluate(
     constellation = getattr(system.model, "sends_constellation", False)
     # a seeded data generator too: random crops / synthetic motion of a validation set are the same every time
     batches = iterate_batches(dataset, batch_size, generator=torch.Generator().manual_seed(seed + 1_000_003))
-    n_batches = -(-len(dataset) // batch_size) if dataset.uniform else len(dataset)
     layered = system.layered
     if stop_psnr_db is not None and not layered:
         raise ValueError(f"{system.model.registry_name} has no variable-length mode (stop_psnr_db)")
-    for x in tqdm(batches, total=n_batches, desc="sweep", unit="batch", disable=not progress, leave=False):
+    # progress in (image or clip, SNR, channel draw) units
+    bar = tqdm(total=len(dataset) * len(snr_db) * n_channel_draws, desc="sweep", unit="img-snr-draw", unit_scale=True,
+               disable=not progress, leave=False)
+    for x in batches:
+        bar.update(x.shape[0] * len(snr_db) * n_channel_draws)
         x = x.to(device, non_blocking=True)
         size = tuple(x.shape[-2:])
         x_rep = x.repeat(n_channel_draws, *([1] * (x.ndim - 1)))
@@ -115,6 +118,7 @@ def evaluate(
             _accumulate(acc, i, x_hat, x_rep, metrics, scorers)
             if constellation:  # not renormalised per example: record the power it sends
                 acc.add(i, "symbol_power", z_snr.abs().square().mean(-1))
+    bar.close()
     system.train(was_training)
     summary = _named_perceptual(acc.summary(range(len(snr_db))), perceptual_model)
     if x.ndim == 5:

@@ -60,13 +60,15 @@ MS_SSIM_MIN_SIDE = (11 - 1) * 2**4 + 1
 # --------------------------------------------------------------------------- checks
 
 
-def check_images(x: Tensor, name: str = "x") -> None:
+def check_images(x: Tensor, name: str = "x", *, model_input: bool = False) -> None:
     """Raise unless ``x`` is a batch of images as the conventions define them.
 
     Args:
         x: floating tensor ``(B, C, H, W)``, ``C`` in {1, 3}, finite, values in
             ``[0, 1]`` (a slack of 1e-6 is tolerated for rounding).
         name: the argument's name, used in the error messages.
+        model_input: ``x`` goes into a model: RGB (``C = 3``) float32 only (metrics also take one channel
+            and other float dtypes).
 
     Raises:
         TypeError: ``x`` is not a tensor, or its dtype is not floating point.
@@ -82,6 +84,11 @@ def check_images(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must have shape (B, C, H, W) (4 dims), got {x.ndim} dims {tuple(x.shape)}")
     if x.shape[1] not in (1, 3):
         raise ValueError(f"{name} must have 1 or 3 channels (dim 1), got shape {tuple(x.shape)}")
+    if model_input and x.shape[1] != 3:
+        raise ValueError(f"{name}: the models take RGB images (B, 3, H, W), got shape {tuple(x.shape)} "
+                         "(repeat a grey channel: x.expand(-1, 3, -1, -1))")
+    if model_input and x.dtype != torch.float32:
+        raise TypeError(f"{name}: the models take float32 images, got {x.dtype} (convert with x.float())")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty, shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():

@@ -36,6 +36,13 @@ class JSCCSystem(nn.Module):
 
     def __init__(self, model: nn.Module, channel: nn.Module):
         super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a registered model Module (e.g. jscc.build_model('deepjscc') or "
+                            f"jscc.load(...)), got {type(model).__name__}")
+        if not isinstance(channel, nn.Module):
+            hint = f" (build it by name: channels.build_channel({channel!r}, snr_db=...))" if isinstance(channel, str) else ""
+            raise TypeError(f"channel must be a channel Module such as channels.AWGN(10.0), got "
+                            f"{type(channel).__name__} {channel!r}{hint}")
         self.model = model
         self.channel = channel
         self.power_norm = PowerNormalize(getattr(channel, "power", 1.0))
@@ -50,7 +57,12 @@ class JSCCSystem(nn.Module):
             snr_db = getattr(self.channel, "snr_db", None)
             if snr_db is None:
                 raise ValueError("no SNR given: pass snr_db at call time or build the channel with one")
-        snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device)
+        try:
+            if isinstance(snr_db, (str, bytes)):
+                raise TypeError("a string")
+            snr = torch.as_tensor(snr_db, dtype=torch.float32, device=device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"snr_db must be a number or a tensor of dB values, got {snr_db!r} ({err})") from None
         if not torch.isfinite(snr).all():
             raise ValueError(f"snr_db must be finite, got {snr_db!r}")
         if snr.numel() not in (1, batch):

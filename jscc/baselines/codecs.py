@@ -63,19 +63,27 @@ against 141 B with Pillow's defaults (6 resolutions: QCD 37; COM segment 39): un
 Speed: source coding depends only on (image, budget): :func:`encode_dataset_to_budgets`
 encodes each image once per budget in a process pool, shares the rate-control probes
 between the budgets of one image, and caches results in a :class:`SourceCodingCache`.
+The pool's workers are *spawned* (``POOL_START_METHOD``), never forked: this process runs
+threads (torch's intra-op pool, tqdm's monitor, ...) and a forked child can inherit a lock
+another thread held at the fork and hang forever. A spawned worker imports torch (seconds),
+so a run codes inside :func:`shared_worker_pools` to start its workers once.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
+import sys
 import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +116,8 @@ __all__ = [
     "SourceCodingCache",
     "encode_dataset_to_budgets",
     "encode_dataset_to_budget",
+    "POOL_START_METHOD",
+    "shared_worker_pools",
 ]
 
 ACCOUNTING_MODES = ("full", "payload")
@@ -969,6 +979,84 @@ class SourceCodingCache:
         self._results[key] = result
 
 
+# --------------------------------------------------------------------------- worker processes
+
+
+# How source-coding workers start. Not "fork" (Linux's default before Python 3.14): the parent runs threads
+# (torch's intra-op pool, tqdm's monitor, LPIPS, ...), and a forked child gets a copy of every lock held by
+# another thread at that instant, never released there: a worker can hang forever (jscc baseline --workers 2).
+# A spawned worker re-imports the main module: a script that codes with workers > 1 needs the
+# ``if __name__ == "__main__":`` guard (the jscc CLI has it).
+POOL_START_METHOD = "spawn"
+
+# Inside shared_worker_pools(): (pid that opened the block, {workers: executor}).
+_shared_pools: tuple[int, dict[int, ProcessPoolExecutor]] | None = None
+
+
+def _init_worker(num_threads: int | None) -> None:
+    """Pool initializer: the parent's torch intra-op threads (``--threads``), which a spawned child does not inherit."""
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    torch = sys.modules.get("torch")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(POOL_START_METHOD),
+                               initializer=_init_worker,
+                               initargs=(None if torch is None else torch.get_num_threads(),))
+
+
+@contextlib.contextmanager
+def shared_worker_pools():
+    """Within the block, source coding with ``workers > 1`` (:func:`encode_dataset_to_budgets`, the video
+    baseline) reuses one process pool per worker count, started on first use and shut down on exit, instead of
+    starting one per call (a spawned worker imports torch: seconds each time). Nested blocks share the outer's."""
+    global _shared_pools
+    outer = _shared_pools
+    if outer is not None and outer[0] == os.getpid():
+        yield
+        return
+    pools: dict[int, ProcessPoolExecutor] = {}
+    _shared_pools = (os.getpid(), pools)
+    try:
+        yield
+    finally:
+        _shared_pools = outer
+        for pool in pools.values():
+            pool.shutdown(cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, n_tasks: int):
+    """An executor for ``n_tasks`` tasks on up to ``workers`` spawned processes: the shared one inside
+    :func:`shared_worker_pools` (workers start on demand), else a new one shut down afterwards. The results
+    must not depend on the worker: tasks are pure functions of their arguments."""
+    shared = _shared_pools[1] if _shared_pools is not None and _shared_pools[0] == os.getpid() else None
+    if shared is None:
+        pool = _new_pool(min(workers, n_tasks))
+        try:
+            yield pool
+        finally:
+            pool.shutdown(cancel_futures=True)
+        return
+    pool = shared.get(workers)
+    if pool is None:
+        pool = shared[workers] = _new_pool(workers)
+    try:
+        yield pool
+    except BrokenProcessPool:  # a worker died (killed, out of memory): the next call starts a new pool
+        if shared.get(workers) is pool:
+            del shared[workers]
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
+def _map(fn: Callable, tasks: list, pool: Executor | None, chunksize: int = 1) -> Iterable:
+    return map(fn, tasks) if pool is None else pool.map(fn, tasks, chunksize=chunksize)
+
+
 def _encode_task(args: tuple[Codec, np.ndarray, list[int], str]) -> list[EncodeResult | None]:
     codec, image, budgets, accounting = args
     return codec.encode_to_budgets(image, budgets, accounting)
@@ -986,7 +1074,8 @@ def encode_dataset_to_budgets(images: Sequence[np.ndarray] | np.ndarray, budgets
             rate search, so pass them together.
         codec: a :class:`Codec` or a registered name.
         accounting: ``"full"`` or ``"payload"``.
-        workers: processes (``1``: in this process; ``None``: ``os.cpu_count()``).
+        workers: processes (``1``: in this process; ``None``: ``os.cpu_count()``), spawned per call or
+            shared within :func:`shared_worker_pools`.
         cache: results already there are reused, new ones added.
         chunksize: images per pool task (default: ~8 tasks per worker).
     """
@@ -1017,22 +1106,14 @@ def encode_dataset_to_budgets(images: Sequence[np.ndarray] | np.ndarray, budgets
             tasks.append((codec, image, missing, accounting))
             task_index.append(i)
 
-    if workers == 1 or len(tasks) <= 1:
-        computed = map(_encode_task, tasks)
-        pool = None
-    else:
-        chunksize = chunksize or max(1, len(tasks) // (8 * workers))
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)))
-        computed = pool.map(_encode_task, tasks, chunksize=chunksize)
-    try:
-        for i, (_, _, missing, _), results in zip(task_index, tasks, computed):
+    chunksize = chunksize or max(1, len(tasks) // (8 * workers))
+    with (_worker_pool(workers, len(tasks)) if workers > 1 and len(tasks) > 1
+          else contextlib.nullcontext()) as pool:
+        for i, (_, _, missing, _), results in zip(task_index, tasks, _map(_encode_task, tasks, pool, chunksize)):
             for b, result in zip(missing, results):
                 out[b][i] = result
                 if cache is not None:
                     cache.put((i, b, codec.key, accounting), result)
-    finally:
-        if pool is not None:
-            pool.shutdown()
     return out
 
 

@@ -149,7 +149,8 @@ class SeparateBaseline:
         mean = np.mean([im.mean(axis=(0, 1)) for im in self.x], axis=0).tolist()
         fallback_images = [fallback_image(im, fallback, mean) for im in self.images]
         self.fallback_mse = self._mse(fallback_images)
-        kept, self.metric_notes = M.metrics_for_sizes(metrics, (im.shape[:2] for im in self.images))
+        kept, metric_notes = M.metrics_for_sizes(metrics, (im.shape[:2] for im in self.images))
+        self.metric_notes = [*getattr(dataset, "notes", []), *metric_notes]  # and what loading did (e.g. cut sizes)
         self.metrics = [m for m in kept if m != "psnr"]  # besides PSNR
         self.device = torch.device(device)
         self._lpips = M.load_lpips_scorers(self.metrics, self.device)

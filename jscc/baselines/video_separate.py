@@ -62,8 +62,8 @@ MSEs (and the other metrics) come from per-clip tables (:class:`CodedClip`), ide
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
@@ -73,7 +73,7 @@ import torch
 from tqdm.auto import tqdm
 
 import channels.links as L
-from jscc.baselines.codecs import ACCOUNTING_MODES, CodecUnavailableError
+from jscc.baselines.codecs import ACCOUNTING_MODES, CodecUnavailableError, _map, _worker_pool
 from jscc.baselines.separate import (CAPACITY_DESIGN_GRID, OperatingPoint, _psnr, check_link, delivery_counts,
                                      design_label, oracle_candidates, oracle_pick, separate_results)
 from jscc.baselines.video_codecs import (VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec, VideoEncodeResult,
@@ -163,7 +163,8 @@ class VideoSeparateBaseline:
         accounting: ``"payload"`` (slice NAL units) or ``"full"`` (Annex-B stream with
             parameter sets), see :mod:`jscc.baselines.video_codecs`.
         fallback: ``"clip_mean"`` or ``"dataset_mean"`` (the test set's per-channel mean).
-        workers: processes for source coding (1: in this process).
+        workers: processes for source coding (1: in this process); spawned per :meth:`code` call, or once per
+            run inside :func:`jscc.baselines.codecs.shared_worker_pools`.
         table_kwargs: options of :func:`channels.links.bler_table` (``n_blocks``, ``cache_dir``,
             ``snr_db_grid``, ...).
         progress: show a progress bar.
@@ -377,13 +378,12 @@ class VideoSeparateBaseline:
             else:
                 blocks = [(first, stop, b, None) for (first, stop), b in zip(self.gops, budgets)]
             tasks += [(self.codec, f, blocks, self.accounting) for f in self.frames]
-        pool = ProcessPoolExecutor(min(self.workers, len(tasks))) if self.workers > 1 and len(tasks) > 1 else None
-        try:
-            coded = list(tqdm(pool.map(_code_task, tasks) if pool else map(_code_task, tasks), total=len(tasks),
-                              desc="source coding", disable=not self.progress, leave=False))
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        # spawned workers (never forked from this threaded process: jscc.baselines.codecs.POOL_START_METHOD), shared
+        # by the calls of a run inside codecs.shared_worker_pools(); the results do not depend on the worker
+        with (_worker_pool(self.workers, len(tasks)) if self.workers > 1 and len(tasks) > 1
+              else contextlib.nullcontext()) as pool:
+            coded = list(tqdm(_map(_code_task, tasks, pool), total=len(tasks), desc="source coding",
+                              disable=not self.progress, leave=False))
         n = len(self.frames)
         for j, key in enumerate(keys):
             self._coded[key] = [self._coded_clip(i, key[0], coded[j * n + i]) for i in range(n)]

@@ -243,7 +243,7 @@ class DeepJSCC(nn.Module):
 
         ``snr_db`` is accepted for interface compatibility with SNR-adaptive models and ignored.
         """
-        check_images(x)
+        check_images(x, model_input=True)
         _check_size(*x.shape[-2:])
         return features_to_symbols(self.encoder(x))
 
@@ -337,7 +337,7 @@ class ADJSCC(DeepJSCC):
 
     def encode(self, x: torch.Tensor, snr_db: torch.Tensor | None = None) -> torch.Tensor:
         """Images float32 ``(B,3,H,W)`` in [0,1] and ``snr_db`` (B,) -> complex64 symbols ``(B,k)``."""
-        check_images(x)
+        check_images(x, model_input=True)
         _check_size(*x.shape[-2:])
         snr_db = self._check_snr(snr_db, x.shape[0]).to(x.device)
         return features_to_symbols(self._run(self.encoder, self.encoder_attention, x, snr_db))

@@ -525,7 +525,7 @@ class GenerativeJSCC(_PerceptualLoss, nn.Module):
     def encode(self, x: Tensor, snr_db: Tensor | None = None) -> Tensor:
         """Images float32 ``(B,3,R,R)`` in [0,1] -> complex64 symbols ``(B,k)`` (not power-normalised);
         ``snr_db`` is ignored."""
-        check_images(x)
+        check_images(x, model_input=True)
         _check_image_size(x.shape[-2:], self.generator.resolution)
         return features_to_symbols(self.encoder(x))
 

@@ -154,7 +154,7 @@ class LayeredJSCC(nn.Module):
         return features_to_symbols(features).reshape(features.shape[0], features.shape[1] // self.c, -1)
 
     def _check_input(self, x: torch.Tensor, link) -> None:
-        check_images(x)
+        check_images(x, model_input=True)
         _check_size(*x.shape[-2:])
         if link.layers != self.layers:
             raise ValueError(f"link set up for {link.layers} layers, model has {self.layers}")
@@ -169,7 +169,7 @@ class _SingleEncoder(LayeredJSCC):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B,3,H,W)`` -> complex64 layer symbols ``(B, L, k_l)`` (not power-normalised)."""
-        check_images(x)
+        check_images(x, model_input=True)
         _check_size(*x.shape[-2:])
         return self._features_to_layers(self.encoder(x))
 

@@ -228,6 +228,7 @@ class SwinJSCC(nn.Module):
 
     snr_adaptive = True
     rate_adaptive = True
+    size_multiple = DOWNSAMPLING  # image sides the data loaders cut to
 
     def __init__(self, ratio: str = "1/16", ratios: tuple[str, ...] | list[str] = DEFAULT_RATIOS,
                  dims: tuple[int, ...] | list[int] = (48, 64, 96, 128), depths: tuple[int, ...] | list[int] = (2, 2, 2, 2),
@@ -310,9 +311,7 @@ class SwinJSCC(nn.Module):
     def encode(self, x: torch.Tensor, snr_db: torch.Tensor | None = None) -> torch.Tensor:
         """Images float32 ``(B,3,H,W)`` in [0,1], ``snr_db`` ``(B,)`` -> complex64 ``(B, k)`` (not power-normalised);
         in training mode at a ratio drawn from ``ratios`` (one per batch), else at the current ratio."""
-        check_images(x)
-        if x.shape[1] != 3:
-            raise ValueError(f"swinjscc takes RGB images (B,3,H,W), got {tuple(x.shape)}")
+        check_images(x, model_input=True)
         gh, gw = self._check_size(*x.shape[-2:])
         if self.training and len(self.ratio_channels) > 1:
             options = list(self.ratio_channels.values())

@@ -571,7 +571,7 @@ class DeepWiVe(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[2] != 3:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"video must be (B, T, 3, H, W), got {got}")
-        check_images(x.flatten(0, 1), name="x")
+        check_images(x.flatten(0, 1), name="x", model_input=True)
         self.chunk_channel_uses(*x.shape[-2:])
         return self._gops(x.shape[1])
 

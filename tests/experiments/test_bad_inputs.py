@@ -37,6 +37,7 @@ def work(tmp_path_factory, write_pngs) -> Path:
     root = tmp_path_factory.mktemp("work")
     write_pngs(root / "imgs", [(32, 32)] * 4)
     write_pngs(root / "trunc", [(32, 32)] * 2)
+    write_pngs(root / "tiny", [(32, 32), (2, 2)])
     broken = root / "trunc" / "img_001.png"
     broken.write_bytes(broken.read_bytes()[:200])
     for clip in ("a", "b"):
@@ -88,6 +89,8 @@ CASES = {  # id: (argv, what the one line must say: a regex naming the culprit)
     "samples-per-epoch-negative": ([*TRAIN, "--crop", "16", "--samples-per-epoch", "-5", "--out", "new"],
                                    r"argument --samples-per-epoch: must be a positive integer, got -5"),
     "sweep-batch-size-0": ([*SWEEP, "--batch-size", "0", "--out", "new.json"], r"argument --batch-size: must be a positive"),
+    "absurd-snr-grid": ([*SWEEP, "--snr", "0:20:0.0001", "--out", "new.json"],
+                        r"SNR range '0:20:0\.0001' has 200001 points \(more than 1000\)"),
     "sweep-limit-negative": ([*SWEEP, "--limit", "-5", "--out", "new.json"], r"argument --limit: must be a positive integer"),
     "baseline-limit-negative": ([*BASELINE, "--limit", "-1", "--out", "new.json"], r"argument --limit: must be a positive"),
     # files that are not what they are passed as
@@ -99,6 +102,9 @@ CASES = {  # id: (argv, what the one line must say: a regex naming the culprit)
     "prior-as-jscc-model": (["sweep", "stylegan2-cifar10-32", "--data", "imgs", "--out", "new.json"],
                             r"'stylegan2-cifar10-32' is a stylegan2 prior .*not a JSCC model"),
     "truncated-image": ([*SWEEP[:2], "--data", "trunc", "--out", "out/sub/new.json"], r"cannot read image trunc/img_001\.png"),
+    "image-too-small": ([*SWEEP[:2], "--data", "tiny", "--out", "new.json"],
+                        r"image tiny/img_001\.png is 2x2: smaller than 4x4 px"),
+    "baseline-image-too-small": ([*BASELINE, "--data", "tiny", "--out", "new.json"], r"image tiny/img_001\.png is 2x2"),
     "train-truncated-image": ([*TRAIN[:1], "--data", "trunc", "--out", "out/run"], r"trunc/img_001\.png"),
     "plot-one-invalid": (["plot", "good.json", "bad.json", "--out", "new.png"],
                          r"bad\.json is not a valid jscc-results/1 results file: \$\.k"),
@@ -181,3 +187,40 @@ def test_train_overwrite_and_resume_say_what_they_do(work, tmp_path, capsys):
     assert "was started for 1 epochs (1 done); it trains on to epoch 2 on its 1-epoch cosine" in note
     assert "rises again after epoch 1" in note and note.count("\n") == 1
     assert read_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def _api_cases():
+    from channels import AWGN
+    from jscc.system import JSCCSystem
+
+    model = DeepJSCC(c=8, hidden=[4, 4, 4, 4])
+    system = JSCCSystem(model, AWGN(10.0))
+    rgb = torch.rand(1, 3, 32, 32)
+    return {
+        "channel-as-a-string": (lambda: JSCCSystem(model, "awgn"), TypeError, r"channels\.build_channel\('awgn'"),
+        "model-as-a-string": (lambda: JSCCSystem("deepjscc", AWGN()), TypeError, r"model must be a registered model"),
+        "snr-as-a-string": (lambda: system(rgb, "10"), TypeError, r"snr_db must be a number .* got '10'"),
+        "float64-images": (lambda: system(rgb.double(), 10.0), TypeError, r"float32 images, got torch\.float64"),
+        "one-channel-images": (lambda: system(rgb[:, :1], 10.0), ValueError, r"RGB images \(B, 3, H, W\)"),
+        "uint8-images": (lambda: system((rgb * 255).byte(), 10.0), TypeError, r"floating tensor"),
+    }
+
+
+@pytest.mark.parametrize("case", ["channel-as-a-string", "model-as-a-string", "snr-as-a-string", "float64-images",
+                                  "one-channel-images", "uint8-images"])
+def test_python_api_bad_inputs_raise_one_clear_error(case):
+    call, error, message = _api_cases()[case]
+    with pytest.raises(error, match=message) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_sizes_cut_to_the_models_multiple_are_reported(tmp_path, write_pngs, capsys):
+    write_pngs(tmp_path / "odd", [(30, 30), (32, 32), (34, 37)])
+    torch.manual_seed(0)
+    save_model(DeepJSCC(c=8, hidden=[4, 4, 4, 4]), tmp_path / "m.pt")
+    out = tmp_path / "r.json"
+    assert cli.main(["sweep", str(tmp_path / "m.pt"), "--data", str(tmp_path / "odd"), "--snr", "10",
+                     "--n-channel-draws", "1", "--metrics", "psnr", "--quiet", "--threads", "1", "--out", str(out)]) == 0
+    note = "2 of 3 images cut at the bottom/right to a multiple of 4 px (e.g. img_000.png: 30x30 -> 28x28)"
+    assert note in capsys.readouterr().err and note in read_results(out)["notes"]
