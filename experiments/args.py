@@ -9,14 +9,12 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import torch
-
 # A decimal --bandwidth-ratio within this distance of a fraction of denominator <= RATIO_SNAP_DENOMINATOR is
 # taken as that fraction (0.08333333333333333 -> 1/12); two such fractions are >= 1e-8 apart, so it is unique.
 RATIO_SNAP_TOLERANCE = 1e-9
 RATIO_SNAP_DENOMINATOR = 10_000
 MAX_SNR_POINTS, WARN_SNR_POINTS = 1000, 100  # an SNR grid larger than this is an error / a warning
-TORCH_DEFAULT_THREADS = torch.get_num_threads()  # before any --threads of this process changes it
+_TORCH_DEFAULT_THREADS: list[int] = []  # torch's own choice, read before any --threads of this process changes it
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -227,6 +225,14 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every RNG (default: %(default)s)")
 
 
+def _torch_default_threads() -> int:
+    import torch
+
+    if not _TORCH_DEFAULT_THREADS:
+        _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
+    return _TORCH_DEFAULT_THREADS[0]
+
+
 def default_threads() -> int:
     """Intra-op threads for a machine that may be shared: torch's default (the physical cores) less the
     1-minute load average (rounded), at least 1."""
@@ -234,11 +240,14 @@ def default_threads() -> int:
         busy = round(os.getloadavg()[0])
     except (AttributeError, OSError):  # no load average (Windows)
         busy = 0
-    return max(1, TORCH_DEFAULT_THREADS - busy)
+    return max(1, _torch_default_threads() - busy)
 
 
 def apply_device_args(args: argparse.Namespace) -> None:
     """``--threads`` (or :func:`default_threads`) and the ``--device`` check."""
+    import torch
+
+    _torch_default_threads()
     torch.set_num_threads(args.threads if args.threads is not None else default_threads())
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda requested but CUDA is not available")

@@ -29,6 +29,7 @@ from jscc.train import TrainConfig, train
 
 DEMO_MODEL = "deepjscc-cifar10-1_12-awgn-snr10"
 TEST_PHOTOS = ("chelsea", "coffee")  # never used for --train
+VAL_PHOTOS = ("stereo_motorcycle",)  # --train's validation photo: not trained on, not a test photo
 GRID_SNRS = (0.0, 5.0, 10.0, 20.0)
 
 
@@ -37,7 +38,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out", help="output folder (default: %(default)s)")
     p.add_argument("--train", action="store_true", help="train a small model instead of loading the zoo model")
     p.add_argument("--epochs", type=positive_int, default=12, help="--train epochs (default: %(default)s)")
-    p.add_argument("--steps-per-epoch", type=positive_int, default=60, help="--train batches of 64 crops per epoch")
+    p.add_argument("--steps-per-epoch", type=positive_int, default=240, help="--train batches of 64 crops per epoch")
     add_snr_args(p)
     p.add_argument("--n-channel-draws", type=positive_int, default=5)
     p.add_argument("--crop", type=positive_int, default=256, help="test photos are centre-cropped to CROPxCROP")
@@ -53,7 +54,8 @@ def _train_small(out: Path, args) -> tuple[torch.nn.Module, Path]:
     # Sample crops with replacement so an "epoch" is a fixed number of steps.
     order = torch.randint(len(photos), (args.steps_per_epoch * 64,), generator=torch.Generator().manual_seed(args.seed))
     train_set = photos.subset(order)
-    val_set = load_sample_photos(crop=32, random_crop=False, names=train_names)
+    # Validation: 256 crops of a held-out photo (the same crops every epoch: evaluation seeds its data generator).
+    val_set = load_sample_photos(crop=32, names=VAL_PHOTOS).subset([0] * 256)
     system = JSCCSystem(DeepJSCC(c=8), AWGN(10.0))
     cfg = TrainConfig(epochs=args.epochs, batch_size=64, lr=2e-3, train_snr_db=10.0, seed=args.seed,
                       extra={"dataset": "skimage-sample-photos (random 32x32 crops)", "channel": system.channel.channel_config()})

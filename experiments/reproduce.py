@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         write_results(res, out / f"{name}.json")
         print(summary_line(res))
-        for target in fig.stop_psnrs if hasattr(system.model, "encode_layer") else ():
+        for target in fig.stop_psnrs if system.model.variable_length else ():
             res = sweep_results(system, dataset, snrs, name=f"{name}-stop{target:g}dB", n_channel_draws=args.n_channel_draws,
                                 metrics=metrics, train_snr_db=ZOO[name]["train_snr_db"], stop_psnr_db=target,
                                 checkpoint_path=resolve_checkpoint(name), command=command, notes=notes)

@@ -92,17 +92,17 @@ def main(argv: list[str] | None = None) -> int:
     except argparse.ArgumentTypeError as err:
         raise SystemExit(f"error: {err}")
     model, ckpt = load(args.model, return_checkpoint=True)
-    video = hasattr(model, "clip_channel_uses")
+    video = model.video
     if args.frames is not None and not video:
         raise SystemExit(f"error: --frames is for video models; {args.model} is an image model ({model.registry_name})")
     train_info = ckpt.get("train", {})
     channel = channel_from_args(args, fallback=train_info.get("channel"))
     if args.feedback_snr is not None:
-        if not hasattr(model, "feedback_snr_db"):
+        if not model.has_feedback:
             raise SystemExit(f"error: --feedback-snr applies to deepjscc-f, not {model.registry_name}")
         model.feedback_snr_db = None if args.feedback_snr == "noiseless" else float(args.feedback_snr)
     if args.bandwidth_ratio is not None:
-        if not getattr(model, "rate_adaptive", False):
+        if not model.rate_adaptive:
             raise SystemExit(f"error: --bandwidth-ratio: {model.registry_name} sends one ratio "
                              f"({model.bandwidth_ratio(32, 32)}); only rate-adaptive models (swinjscc) take it")
         try:
@@ -110,15 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             raise SystemExit(f"error: --bandwidth-ratio: {err}") from None
     if args.allocation_policy is not None:
-        if not hasattr(model, "allocation_space"):
+        if not model.video:
             raise SystemExit(f"error: --allocation-policy applies to deepwive, not {model.registry_name}")
         model.policy = args.allocation_policy
     if args.intra_only:
-        if not hasattr(model, "intra_only"):
+        if not model.video:
             raise SystemExit(f"error: --intra-only applies to deepwive, not {model.registry_name}")
         model.intra_only = True
     system = JSCCSystem(model, channel).to(args.device)
-    if args.stop_psnr is not None and not hasattr(model, "encode_layer"):
+    if args.stop_psnr is not None and not model.variable_length:
         raise SystemExit(f"error: --stop-psnr needs a model that sends layer by layer, not {model.registry_name}")
     if video:  # clips of T frames at native size (first T frames of each clip)
         from jscc.video import load_video_folder
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = first_frames(dataset, model.gop_size, args.model)
     else:
         dataset = load_dataset(args.data, data_root=args.data_root, download=args.download, train=False,
-                               limit=args.limit, name=args.data_name, multiple=getattr(model, "size_multiple", 4))
+                               limit=args.limit, name=args.data_name, multiple=model.size_multiple)
     metrics, notes = metrics_for_sizes(args.metrics, (dataset.image_size(i) for i in range(len(dataset))))
     notes = [*getattr(dataset, "notes", []), *notes]
     for note in notes:

@@ -36,6 +36,8 @@ def setup_args() -> argparse.ArgumentParser:
                    help="extra model option, VALUE parsed as JSON (e.g. hidden=[32,64,64,64]); repeatable")
     add_data_args(p, default="sample", help_suffix="; training images", streaming=True)
     p.add_argument("--crop", type=positive_int, default=None, help="train on random CROPxCROP patches (large images)")
+    p.add_argument("--flip", action="store_true", help="with --crop: mirror each training crop left-right with "
+                   "probability 1/2 (drawn from the data generator: reproducible)")
     p.add_argument("--samples-per-epoch", type=positive_int, default=None,
                    help="with --crop: random crops per epoch (each image repeated evenly; default one per image)")
     p.add_argument("--frames", type=positive_int, default=None, metavar="T",
@@ -138,6 +140,10 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
         if args.crop is None:
             raise SystemExit("error: --samples-per-epoch needs --crop")
         train_set = train_set.subset([i % len(train_set) for i in range(args.samples_per_epoch)])
+    if args.flip:
+        if args.crop is None:
+            raise SystemExit("error: --flip needs --crop")
+        train_set.flip = True
     for note in dict.fromkeys([*train_set.notes, *val_set.notes]):
         print(f"note: {note}", file=sys.stderr)
     return train_set, ImageSet(val_set.images, val_set.name, val_set.crop, random_crop=False)
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)  # before the model is built: --seed fixes the initial weights
     model_cls = get_model_class(args.model)
     model = model_cls.from_bandwidth_ratio(args.bandwidth_ratio, **parse_key_values(args.model_arg, "--model-arg"))
-    video = hasattr(model, "clip_channel_uses")
+    video = model.video
     if args.frames is not None and not video:
         raise SystemExit(f"error: --frames is for video models; {args.model} is an image model")
     if video and args.frames is None:
@@ -193,14 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = read_checkpoint(path)
         if ckpt["model"] == args.model and ckpt["config"] == model.config:
             model.load_state_dict(ckpt["state_dict"], strict=True)
-        elif hasattr(model, "warm_start"):  # e.g. adjscc or a layered model from a deepjscc backbone
+        else:  # e.g. adjscc or a layered model from a deepjscc backbone; ValueError if the model cannot
             try:
                 model.warm_start(ckpt)
             except ValueError as err:
                 raise SystemExit(f"error: --init {args.init}: {err}") from None
-        else:
-            raise SystemExit(f"error: --init {args.init} holds {ckpt['model']} {ckpt['config']}, "
-                             f"this run builds {args.model} {model.config}")
         init = {"checkpoint": str(args.init), "sha256": sha256_file(path)}
     system = JSCCSystem(model, channel)
     train_set, val_set = build_datasets(args)
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         loss=args.loss, train_snr_db=snr, seed=args.seed, device=args.device, channels_last=args.channels_last,
         train_layer=args.train_layer, train_agent=args.train_agent,
         extra={"dataset": train_set.name, "n_train_images": len(train_set), "val_dataset": val_set.name,
-               "n_val_images": len(val_set), "crop": args.crop, "channel": channel.channel_config(),
+               "n_val_images": len(val_set), "crop": args.crop, "flip": args.flip, "channel": channel.channel_config(),
                "bandwidth_ratio": str(args.bandwidth_ratio), "init": init, "command": command},
     )
     main_process = int(os.environ.get("RANK", "0")) == 0

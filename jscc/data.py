@@ -44,6 +44,7 @@ class ImageSet:
         self.crop = crop
         self.random_crop = random_crop
         self.notes: list[str] = []  # what loading did to the images (e.g. cut to a size multiple), for results
+        self.flip = False  # with random crops: each crop mirrored left-right with probability 1/2 (augmentation)
         if crop is not None:
             small = [tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < crop]
             if small:
@@ -78,8 +79,14 @@ class ImageSet:
             if self.crop is not None:
                 top, left = self._crop_offset(*im.shape[-2:], generator)
                 im = im[:, top : top + self.crop, left : left + self.crop]
+                if self._draw_flip(generator):
+                    im = im.flip(-1)
             patches.append(im)
         return _stack(patches)
+
+    def _draw_flip(self, generator: torch.Generator | None) -> bool:
+        """Whether to mirror the next random crop (one draw from ``generator`` after its offsets, when ``flip``)."""
+        return self.flip and self.random_crop and bool(torch.randint(2, (1,), generator=generator))
 
     def _crop_offset(self, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int]:
         """(top, left) of the crop of a ``height`` x ``width`` image: random (drawn from ``generator``, top
@@ -94,7 +101,7 @@ class ImageSet:
         idx = [int(i) for i in indices]
         images = self.images[torch.as_tensor(idx)] if self.stacked else [self.images[i] for i in idx]
         subset = ImageSet(images, self.name, self.crop, self.random_crop)
-        subset.notes = list(self.notes)
+        subset.notes, subset.flip = list(self.notes), self.flip
         return subset
 
 
@@ -140,7 +147,7 @@ class StreamingImageSet(ImageSet):
             raise ValueError(f"dataset {name!r} holds no images")
         self.files, self.multiple, self.threads = [Path(f) for f in files], multiple, threads
         self.sizes = [(h - h % multiple, w - w % multiple) if crop is None else (h, w) for h, w in sizes]
-        self.name, self.crop, self.random_crop, self.notes = name, crop, random_crop, []
+        self.name, self.crop, self.random_crop, self.notes, self.flip = name, crop, random_crop, [], False
         if crop is not None:
             small = [s for s in self.sizes if min(s) < crop]
             if small:
@@ -162,16 +169,18 @@ class StreamingImageSet(ImageSet):
     def image_size(self, index: int) -> tuple[int, int]:
         return (self.crop, self.crop) if self.crop is not None else self.sizes[index]
 
-    def _read(self, index: int, top: int | None = None, left: int | None = None) -> torch.Tensor:
+    def _read(self, index: int, top: int | None = None, left: int | None = None, flip: bool = False) -> torch.Tensor:
         im = read_image(self.files[index])
         if top is None:
             return _crop_to_multiple(im, self.multiple) if self.crop is None else im
-        return im[:, top : top + self.crop, left : left + self.crop]
+        im = im[:, top : top + self.crop, left : left + self.crop]
+        return im.flip(-1) if flip else im
 
     def batch(self, indices, generator: torch.Generator | None = None) -> torch.Tensor:
         """float32 ``(B, 3, H, W)`` in [0, 1] for the given image indices (decoded now)."""
-        jobs = [(int(i), *((None, None) if self.crop is None else self._crop_offset(*self.sizes[int(i)], generator)))
-                for i in indices]
+        jobs = [(int(i), None, None, False) if self.crop is None else
+                (int(i), *self._crop_offset(*self.sizes[int(i)], generator), self._draw_flip(generator))
+                for i in indices]  # the draws in ImageSet.batch's order: offsets, then the flip, image by image
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="jscc-decode")
@@ -181,7 +190,7 @@ class StreamingImageSet(ImageSet):
         idx = [int(i) for i in indices]
         subset = StreamingImageSet([self.files[i] for i in idx], [self.sizes[i] for i in idx], self.name, self.crop,
                                    self.random_crop, self.multiple, self.threads)
-        subset.notes = list(self.notes)
+        subset.notes, subset.flip = list(self.notes), self.flip
         return subset
 
     def __getstate__(self):  # picklable (no thread pool)

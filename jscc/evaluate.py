@@ -76,8 +76,7 @@ def evaluate(
     system.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     acc = M.MetricAccumulator()
-    adaptive = getattr(system.model, "snr_adaptive", True)
-    constellation = getattr(system.model, "sends_constellation", False)
+    adaptive, constellation = system.model.snr_adaptive, system.model.sends_constellation
     # a seeded data generator too: random crops / synthetic motion of a validation set are the same every time
     batches = iterate_batches(dataset, batch_size, generator=torch.Generator().manual_seed(seed + 1_000_003))
     layered = system.layered
@@ -213,14 +212,13 @@ def sweep_results(
         results["channel"]["accounting"] = system.channel.accounting(k, n)
     if per_frame is not None:
         results["metrics_per_frame"] = per_frame
-        if hasattr(system.model, "policy"):
-            results["allocation_policy"] = system.model.policy
-        if getattr(system.model, "intra_only", False):
+        results["allocation_policy"] = system.model.policy
+        if system.model.intra_only:
             results["intra_only"] = True
     if per_prefix is not None:
         results["metrics_per_prefix"] = per_prefix
         results["layers"] = system.model.layer_info(height, width)
-        if getattr(system.model, "feedback_snr_db", "n/a") != "n/a":
+        if system.model.has_feedback:
             results["feedback_snr_db"] = system.model.feedback_snr_db
         if stop_psnr_db is not None:
             results["stop_psnr_db"] = float(stop_psnr_db)

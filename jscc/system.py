@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from channels import PowerNormalize
+from jscc.models.base import JSCCModel
 
 
 class JSCCSystem(nn.Module):
@@ -36,8 +37,8 @@ class JSCCSystem(nn.Module):
 
     def __init__(self, model: nn.Module, channel: nn.Module):
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a registered model Module (e.g. jscc.build_model('deepjscc') or "
+        if not isinstance(model, JSCCModel):
+            raise TypeError(f"model must be a registered model (a jscc.models.base.JSCCModel (e.g. jscc.build_model('deepjscc') or "
                             f"jscc.load(...)), got {type(model).__name__}")
         if not isinstance(channel, nn.Module):
             hint = f" (build it by name: channels.build_channel({channel!r}, snr_db=...))" if isinstance(channel, str) else ""
@@ -74,10 +75,10 @@ class JSCCSystem(nn.Module):
 
         ``snr_db`` may be omitted for models whose encoder ignores it (``snr_adaptive = False``).
         """
-        needs_snr = snr_db is not None or getattr(self.model, "snr_adaptive", True)
+        needs_snr = snr_db is not None or self.model.snr_adaptive
         snr = self.resolve_snr(snr_db, x.shape[0], x.device) if needs_snr else None
         z = self.model.encode(x, snr_db=snr)
-        if getattr(self.model, "sends_constellation", False):  # unit-average-energy grid points, sent as they are
+        if self.model.sends_constellation:  # unit-average-energy grid points, sent as they are
             return z * self.power_norm.power ** 0.5
         return self.power_norm(z)
 
@@ -121,10 +122,7 @@ class JSCCSystem(nn.Module):
             ``layers_sent`` ``(B,)`` (see :mod:`jscc.models.layered`).
         """
         if self.layered:  # the model drives the channel itself, through its own link or a LayerLink
-            if hasattr(self.model, "make_link"):
-                link = self.model.make_link(self, snr_db, x.shape[0], x.device, generator=generator)
-            else:
-                link = self.layer_link(snr_db, x.shape[0], x.device, generator=generator)
+            link = self.model.make_link(self, snr_db, x.shape[0], x.device, generator=generator)
             return self.model.transmit(x, link, stop_psnr_db=stop_psnr_db)
         if stop_psnr_db is not None:
             raise ValueError(f"{self.model.registry_name} has no variable-length mode (stop_psnr_db)")
@@ -135,7 +133,7 @@ class JSCCSystem(nn.Module):
     @property
     def layered(self) -> bool:
         """Whether the model sends layers itself (``transmit``; DeepJSCC-l, DeepJSCC-f)."""
-        return hasattr(self.model, "transmit")
+        return self.model.sends_layers
 
     def layer_link(self, snr_db, batch: int, device, *, generator=None, tx_generator=None) -> "LayerLink":
         """The :class:`LayerLink` a layered model sends through. ``snr_db``: a float, ``(B,)``, or

@@ -170,11 +170,11 @@ def train(
     net = DistributedDataParallel(system, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else system
     model = system.model
     if cfg.train_layer is not None:
-        if not hasattr(model, "set_train_layer"):
+        if not model.sends_layers or model.video:
             raise ValueError(f"{model.registry_name} has no layers: train_layer applies to layered models")
         model.set_train_layer(cfg.train_layer)
     if cfg.train_agent:
-        if not hasattr(model, "train_agent_step"):
+        if not model.video:
             raise ValueError(f"{model.registry_name} has no allocation agent: train_agent applies to deepwive")
         if world > 1:
             raise ValueError("agent training runs in one process (no torchrun)")
@@ -287,11 +287,10 @@ def train(
 
 
 def _loss_fn(model, cfg: TrainConfig):
-    own = getattr(model, "loss", None)
-    if own is not None:
+    if model.defines_loss:
         if cfg.loss != "mse":
             raise ValueError(f"{model.registry_name} has its own loss; loss={cfg.loss!r} applies to models without one")
-        return own
+        return model.loss
     if cfg.loss == "psnr":
         return lambda out, x: 10 * torch.log10((out["x_hat"] - x).square().flatten(1).mean(1).clamp_min(1e-10)).mean()
     return lambda out, x: F.mse_loss(out["x_hat"], x)

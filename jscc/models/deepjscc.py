@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from jscc.metrics import check_images
+from jscc.models.base import JSCCModel
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
@@ -195,7 +196,7 @@ def copy_stack(dst: nn.Sequential, src: nn.Sequential) -> None:
 
 
 @register_model("deepjscc")
-class DeepJSCC(nn.Module):
+class DeepJSCC(JSCCModel):
     """The 2019 DeepJSCC autoencoder (power normalisation and channel live in the system wrapper).
 
     Args:
@@ -233,10 +234,6 @@ class DeepJSCC(nn.Module):
         if reals % 2:
             raise ValueError(f"c*H*W/16 = {reals} reals is odd: cannot pair them into complex symbols")
         return reals // 2
-
-    def bandwidth_ratio(self, height: int, width: int) -> Fraction:
-        """Exact k/n for an image size (always c/96)."""
-        return Fraction(self.channel_uses(height, width), SOURCE_SAMPLES_PER_PIXEL * height * width)
 
     def encode(self, x: torch.Tensor, snr_db: torch.Tensor | None = None) -> torch.Tensor:
         """Images float32 ``(B,3,H,W)`` in [0,1] -> complex64 symbols ``(B,k)`` (not power-normalised).

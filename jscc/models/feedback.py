@@ -31,6 +31,8 @@ class DeepJSCCFeedback(LayeredRefinement):
     noiseless feedback). ``feedback_snr_db`` may be changed on a trained model (the attribute) to
     evaluate it with another feedback channel; ``config`` keeps the training value."""
 
+    has_feedback = True
+
     def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None,
                  feedback_snr_db: float | None = None, norm: str = "none"):
         super().__init__(c, layers, hidden, loss_weights, norm=norm)

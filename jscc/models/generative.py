@@ -44,6 +44,7 @@ from torch import Tensor
 
 from channels.power import power_normalize
 from jscc.metrics import check_images
+from jscc.models.base import JSCCModel
 from jscc.models.deepjscc import DeepJSCC, _check_size, c_from_bandwidth_ratio, check_backbone, encoder_stack
 from jscc.models.stylegan2 import Generator, to_unit_range
 from jscc.models.symbols import features_to_symbols, symbols_to_features
@@ -212,7 +213,7 @@ def noise_regularizer(noises: list[Tensor]) -> Tensor:
 
 
 @register_model("inverse-jscc")
-class InverseJSCC(_PerceptualLoss, nn.Module):
+class InverseJSCC(_PerceptualLoss, JSCCModel):
     """DeepJSCC + StyleGAN2 inversion at the receiver (see the module docstring).
 
     Args:
@@ -244,6 +245,7 @@ class InverseJSCC(_PerceptualLoss, nn.Module):
     """
 
     snr_adaptive = False  # the base ignores the SNR
+    defines_loss = True
 
     def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32),
                  csi_side_input: bool = False, generator: Mapping[str, Any] | str | None = None,
@@ -459,7 +461,7 @@ class LatentHead(nn.Module):
 
 
 @register_model("generative-jscc")
-class GenerativeJSCC(_PerceptualLoss, nn.Module):
+class GenerativeJSCC(_PerceptualLoss, JSCCModel):
     """DeepJSCC encoder + a latent head + a StyleGAN2 generator decoder (see the module docstring).
 
     Args:
@@ -479,6 +481,7 @@ class GenerativeJSCC(_PerceptualLoss, nn.Module):
     """
 
     snr_adaptive = False
+    defines_loss = True
 
     def __init__(self, c: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32, 32, 32),
                  generator: Mapping[str, Any] | str | None = None, head_width: int = 64, head_pool: int = 4,
@@ -517,10 +520,6 @@ class GenerativeJSCC(_PerceptualLoss, nn.Module):
         if reals % 2:
             raise ValueError(f"c*H*W/16 = {reals} reals is odd: cannot pair them into complex symbols")
         return reals // 2
-
-    def bandwidth_ratio(self, height: int, width: int) -> Fraction:
-        """Exact k/n (``c/96``)."""
-        return Fraction(self.channel_uses(height, width), 3 * height * width)
 
     def encode(self, x: Tensor, snr_db: Tensor | None = None) -> Tensor:
         """Images float32 ``(B,3,R,R)`` in [0,1] -> complex64 symbols ``(B,k)`` (not power-normalised);

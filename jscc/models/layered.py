@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jscc.metrics import check_images
+from jscc.models.base import JSCCModel
 from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, DeepJSCC, _check_size,
                                   backbone_config, c_from_bandwidth_ratio, check_backbone, copy_stack,
                                    decoder_stack, encoder_stack)
@@ -51,7 +52,7 @@ from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
 
-class LayeredJSCC(nn.Module):
+class LayeredJSCC(JSCCModel):
     """Shared parts of the layered models: layer sizes, bandwidth bookkeeping and the loss.
 
     Args:
@@ -65,6 +66,8 @@ class LayeredJSCC(nn.Module):
     """
 
     snr_adaptive = False
+    sends_layers = True
+    defines_loss = True
 
     def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None, norm: str = "none"):
         super().__init__()
@@ -99,9 +102,6 @@ class LayeredJSCC(nn.Module):
     def channel_uses(self, height: int, width: int) -> int:
         """Complex channel uses of all ``L`` layers."""
         return self.layers * self.layer_channel_uses(height, width)
-
-    def bandwidth_ratio(self, height: int, width: int) -> Fraction:
-        return Fraction(self.channel_uses(height, width), SOURCE_SAMPLES_PER_PIXEL * height * width)
 
     def layer_info(self, height: int, width: int) -> list[dict]:
         """The results file's ``layers`` entry: ``[{k, bandwidth_ratio, cumulative_bandwidth_ratio}]``."""
@@ -253,6 +253,8 @@ class LayeredRefinement(LayeredJSCC):
     of layer ``i`` therefore never depend on the noise that actually occurred.
     :class:`~jscc.models.feedback.DeepJSCCFeedback` is the same network fed the real channel outputs.
     """
+
+    variable_length = True  # encode_layer: it may stop once its estimate reaches stop_psnr_db
 
     def __init__(self, c: int = 8, layers: int = 2, hidden=(16, 32, 32, 32), loss_weights=None,
                  estimate_channel: str = "noiseless", norm: str = "none"):

@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jscc.metrics import check_images
+from jscc.models.base import JSCCModel
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.registry import register_model
 
@@ -208,7 +209,7 @@ class PatchExpanding(nn.Module):
 
 
 @register_model("swinjscc")
-class SwinJSCC(nn.Module):
+class SwinJSCC(JSCCModel):
     """Swin-transformer JSCC with SNR and rate adaptation (see the module docstring).
 
     Args:
@@ -296,10 +297,6 @@ class SwinJSCC(nn.Module):
         """Complex channel uses ``k = C (H/16)(W/16) / 2`` per image at the current ratio."""
         gh, gw = self._check_size(height, width)
         return self.ratio_channels[str(self.ratio)] * gh * gw // 2
-
-    def bandwidth_ratio(self, height: int, width: int) -> Fraction:
-        """Exact ``k/n`` for an image size (the current ratio)."""
-        return Fraction(self.channel_uses(height, width), 3 * height * width)
 
     def _condition(self, snr_db: torch.Tensor | None, batch: int, channels: int, device) -> torch.Tensor:
         if snr_db is None:

@@ -89,6 +89,7 @@ import torch.nn.functional as F
 
 from channels import power_normalize
 from jscc.metrics import check_images
+from jscc.models.base import JSCCModel
 from jscc.models.deepjscc import (DOWNSAMPLING, SOURCE_SAMPLES_PER_PIXEL, STRIDES, ADJSCC, SNRAttention,
                                   _check_size, _deconv, copy_stack, encoder_stack)
 from jscc.models.symbols import features_to_symbols, symbols_to_features
@@ -418,7 +419,7 @@ def _positive_int(value, name: str) -> int:
 
 
 @register_model("deepwive")
-class DeepWiVe(nn.Module):
+class DeepWiVe(JSCCModel):
     """DeepWiVe video JSCC (see the module docstring for the structure and the bandwidth accounting).
 
     Args:
@@ -439,6 +440,9 @@ class DeepWiVe(nn.Module):
     """
 
     snr_adaptive = True
+    sends_layers = True  # transmit(): key frames and GOPs through its own VideoLink (make_link)
+    video = True
+    defines_loss = True
 
     def __init__(self, c: int = 16, chunks_per_frame: int = 8, gop_chunks: int = 16, gop_size: int = 4,
                  initial_chunks: int | None = None, hidden=(16, 32, 32, 32), flow_hidden: int = 16,

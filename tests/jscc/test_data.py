@@ -171,6 +171,21 @@ def test_streamed_folder_gives_the_in_memory_batches(tmp_path, write_pngs):
     import pickle
 
     assert len(pickle.loads(pickle.dumps(streamed))) == 5
+    # flips: drawn after each crop's offsets, the same in both; about half the crops are mirrored
+    memory.flip = streamed.flip = True
+    a, b = (ds.subset([i % 5 for i in range(40)]).batch(range(40), torch.Generator().manual_seed(5))
+            for ds in (memory, streamed))
+    assert torch.equal(a, b)
+    gen, flips = torch.Generator().manual_seed(5), 0
+    for i, x in enumerate(a):  # per crop: top, left, then the flip bit
+        im = memory.images[i % 5]
+        top = int(torch.randint(im.shape[1] - 23, (1,), generator=gen))
+        left = int(torch.randint(im.shape[2] - 23, (1,), generator=gen))
+        crop = im[:, top:top + 24, left:left + 24].float() / 255
+        flip = bool(torch.randint(2, (1,), generator=gen))
+        flips += flip
+        assert torch.equal(x, crop.flip(-1) if flip else crop)
+    assert 8 <= flips <= 32 and memory.subset([0]).flip is True
 
 
 def test_big_folders_stream_by_default(tmp_path, write_pngs, monkeypatch):

@@ -12,9 +12,17 @@ from jscc.models import DeepJSCC
 @pytest.fixture
 def isolated_registry(monkeypatch):
     """A private copy of the registry table, restored after the test."""
+    import jscc.models  # noqa: F401  (every family registered)
+
     monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
-    registry._import_model_modules()
     return registry._MODELS
+
+
+def test_the_static_table_names_every_family_and_its_module():
+    import jscc.models  # noqa: F401  (runs every @register_model)
+
+    shipped = {name: cls.__module__ for name, cls in registry._MODELS.items() if cls.__module__.startswith("jscc.models.")}
+    assert shipped == registry.MODEL_MODULES
 
 
 def test_deepjscc_is_registered():

@@ -170,6 +170,8 @@ def test_psnr_loss_is_minus_mean_per_image_psnr_and_trains(sets, tmp_path):
 
 def test_psnr_loss_for_a_model_with_its_own_loss_is_error(sets, tmp_path):
     class OwnLoss(DeepJSCC):
+        defines_loss = True
+
         def loss(self, out, x):
             return F.mse_loss(out["x_hat"], x)
 
