@@ -111,9 +111,12 @@ def add_snr_args(parser: argparse.ArgumentParser, default: str = DEFAULT_SNR_GRI
                         help=f"{help}: a:b:s (b included), comma lists or several values (default {default})")
 
 
-def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:
-    from channels.ofdm import OFDM_INTERPOLATIONS, OFDM_MODELS
+# channels.ofdm's OFDM_MODELS and OFDM_INTERPOLATIONS, repeated so that --help needs no torch (a test checks them)
+OFDM_MODEL_CHOICES = ("tdl-a", "tdl-b", "tdl-c", "tdl-d", "tdl-e", "flat", "none")
+OFDM_INTERPOLATION_CHOICES = ("nn", "lin", "lin_time_avg")
 
+
+def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:
     g = parser.add_argument_group("channel")
     g.add_argument("--channel", default=default, choices=["awgn", "rayleigh", "ofdm", "mimo"],
                    help="channel model (default: %(default)s)")
@@ -126,14 +129,14 @@ def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "
     g.add_argument("--equalization", default=None, choices=["zf", "mmse", "side"],
                    help="Rayleigh with --csi receiver: zero-forcing, MMSE, or h given to the decoder (side); "
                         "OFDM: zf or mmse (default)")
-    g.add_argument("--ofdm-model", default=None, choices=OFDM_MODELS,
+    g.add_argument("--ofdm-model", default=None, choices=OFDM_MODEL_CHOICES,
                    help="OFDM: 3GPP TDL profile, flat Rayleigh per grid, or none (default tdl-a)")
     g.add_argument("--delay-spread", type=float, default=None, metavar="NS",
                    help="OFDM TDL: RMS delay spread in ns (default 100)")
     g.add_argument("--speed", type=float, default=None, metavar="M_S", help="OFDM TDL: UE speed in m/s (default 3)")
     g.add_argument("--fft-size", type=positive_int, default=None,
                    help="OFDM: subcarriers (default 72: 864 data + 144 pilot REs per 14-symbol grid)")
-    g.add_argument("--interpolation", default=None, choices=OFDM_INTERPOLATIONS,
+    g.add_argument("--interpolation", default=None, choices=OFDM_INTERPOLATION_CHOICES,
                    help="OFDM --csi ls: interpolation of the pilot estimates (default lin)")
     g.add_argument("--clip-db", type=float, default=None, metavar="DB",
                    help="OFDM: clip each OFDM symbol at DB above its RMS amplitude (PAPR reduction; default off)")

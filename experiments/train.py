@@ -14,17 +14,12 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from channels import seed_everything
 from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, apply_device_args,
                               bandwidth_ratio, channel_from_args, check_output, parse_key_values, positive_int)
-from jscc.checkpoint import read_checkpoint, resolve_checkpoint
-from jscc.data import ImageSet, holdout_split, load_dataset
-from jscc.registry import get_model_class, list_models
-from jscc.results import sha256_file
-from jscc.system import JSCCSystem
-from jscc.train import TrainConfig, train
+from jscc.registry import list_models
+
+# torch, the channels and the rest of jscc are imported after the arguments are parsed (a fast --help,
+# argument errors before the heavy imports).
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -85,6 +80,8 @@ RUN_FILES = ("best.pt", "last.pt", "log.csv", "history.json")  # what jscc.train
 def check_run_folder(args) -> None:
     """Before any work: refuse to train over an existing run without ``--resume`` / ``--overwrite``,
     and ``--resume`` without ``OUT/last.pt``; say what ``--resume`` with another ``--epochs`` does."""
+    from jscc.checkpoint import read_checkpoint
+
     out = check_output(args.out, folder=True)
     if args.resume:
         last = out / "last.pt"
@@ -121,7 +118,10 @@ def resume_note(state: dict, epochs: int, path) -> str | None:
     return head + f" on its {planned}-epoch {schedule} learning-rate schedule (not stretched): {after} {planned}"
 
 
-def build_datasets(args) -> tuple[ImageSet, ImageSet]:
+def build_datasets(args):
+    """``(train_set, val_set)`` ImageSets (or clip sets) of the data arguments."""
+    from jscc.data import ImageSet, holdout_split, load_dataset
+
     if args.frames is not None:
         return build_video_datasets(args)
     if args.synthetic_motion:
@@ -151,6 +151,7 @@ def build_datasets(args) -> tuple[ImageSet, ImageSet]:
 
 def build_video_datasets(args):
     """Training and validation clips: frame folders / video files, or synthetic motion over stills."""
+    from jscc.data import holdout_split, load_dataset
     from jscc.video import SyntheticMotion, load_video_folder
 
     if args.synthetic_motion:
@@ -183,6 +184,13 @@ def build_video_datasets(args):
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     check_run_folder(args)
+    from channels import seed_everything
+    from jscc.checkpoint import read_checkpoint, resolve_checkpoint
+    from jscc.registry import get_model_class
+    from jscc.results import sha256_file
+    from jscc.system import JSCCSystem
+    from jscc.train import TrainConfig, train
+
     apply_device_args(args)
     seed_everything(args.seed)  # before the model is built: --seed fixes the initial weights
     model_cls = get_model_class(args.model)
@@ -243,9 +251,11 @@ def removed_if_left_empty(folder):
 
 
 @contextlib.contextmanager
-def distributed(cfg: TrainConfig):
+def distributed(cfg):
     """Under ``torchrun`` (WORLD_SIZE > 1): a process group (nccl on CUDA, gloo on CPU), one GPU per
-    local rank; otherwise nothing."""
+    local rank (``cfg``: the :class:`jscc.train.TrainConfig`, its device set here); otherwise nothing."""
+    import torch
+
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         yield
         return

@@ -22,10 +22,12 @@ from fractions import Fraction
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 import jsonschema
-import torch
 
 __all__ = [
     "SCHEMA_ID",
@@ -219,6 +221,8 @@ def write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace`` (never a torn file)."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -296,6 +300,8 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 (hex) over the sorted names, dtypes, shapes and bytes of a state dict's tensors:
     the identity of a set of weights, independent of the file that held them."""
+    import torch
+
     digest = hashlib.sha256()
     for key in sorted(state_dict):
         t = state_dict[key].detach().to("cpu").contiguous()
@@ -346,6 +352,8 @@ def provenance(
         --porcelain`` lists anything (untracked files included), or None outside git.
         ``created`` is the UTC time, ISO 8601, seconds.
     """
+    import torch
+
     out: dict[str, Any] = {
         "checkpoint_sha256": None if checkpoint_path is None else sha256_file(checkpoint_path),
         "git_commit": _git_commit(),

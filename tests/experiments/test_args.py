@@ -80,3 +80,10 @@ def test_channel_from_args_fallback_to_checkpoint_config():
     # the same channel with one option overridden keeps the others
     ch = channel_from_args(_ns("rayleigh", equalization="mmse"), fallback=recorded)
     assert ch.csi == "receiver" and ch.equalization == "mmse"
+
+
+def test_ofdm_choices_repeat_the_channel_module():
+    from channels.ofdm import OFDM_INTERPOLATIONS, OFDM_MODELS
+    from experiments.args import OFDM_INTERPOLATION_CHOICES, OFDM_MODEL_CHOICES
+
+    assert (OFDM_MODEL_CHOICES, OFDM_INTERPOLATION_CHOICES) == (OFDM_MODELS, OFDM_INTERPOLATIONS)
