@@ -41,7 +41,8 @@ from jscc.evaluate import sweep_results
 from jscc.metrics import LPIPS_MIN_SIDE, lpips_supported, metrics_for_sizes
 from jscc.models.generative import InverseJSCC
 from jscc.perceptual import build_perceptual
-from jscc.priors import load_prior, projection_psnr, resolve_prior
+from jscc.priors import load_prior, projection_psnr
+from jscc.zoo import resolve_prior
 from jscc.results import sha256_file, write_json, write_results
 from jscc.system import JSCCSystem
 

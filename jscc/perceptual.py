@@ -115,7 +115,7 @@ def load_discriminator(source: Any, config: Mapping[str, Any] | None = None) -> 
         disc = source
     else:
         if isinstance(source, (str, os.PathLike)):
-            from jscc.priors import resolve_prior  # a path, or a zoo prior's file
+            from jscc.zoo import resolve_prior  # a path, or a zoo prior's file
 
             source = torch.load(resolve_prior(source), map_location="cpu", weights_only=True)
         if not isinstance(source, Mapping):

@@ -60,10 +60,12 @@ from jscc.data import ImageSet, iterate_batches
 from jscc.metrics import check_images, psnr
 from jscc.models.stylegan2 import Discriminator, Generator, from_unit_range
 from jscc.results import sha256_file
-from jscc.train import _epoch_seed, _write_logs
+from jscc.train import epoch_seed, write_logs
+from jscc.zoo import PRIOR_MODEL, resolve_prior
 
 __all__ = [
     "PRIOR_MODEL",
+    "resolve_prior",
     "PriorTrainConfig",
     "PriorTrainer",
     "train_prior",
@@ -78,7 +80,6 @@ __all__ = [
     "save_image_grid",
 ]
 
-PRIOR_MODEL = "stylegan2"  # the checkpoint's "model" entry (priors are not in the JSCC model registry)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -511,8 +512,8 @@ def train_prior(
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        data_gen.manual_seed(_epoch_seed(cfg.seed, epoch, 0, 0))
-        latent_gen.manual_seed(_epoch_seed(cfg.seed, epoch, 0, 1))
+        data_gen.manual_seed(epoch_seed(cfg.seed, epoch, 0, 0))
+        latent_gen.manual_seed(epoch_seed(cfg.seed, epoch, 0, 1))
         order = _epoch_order(len(train_set), n_steps * cfg.batch_size, data_gen)
         batches = iterate_batches(train_set, cfg.batch_size, indices=order, generator=data_gen, drop_last=True)
         sums = {"loss_G": 0.0, "loss_D": 0.0, "d_real": 0.0, "d_fake": 0.0}
@@ -569,30 +570,11 @@ def train_prior(
         state = {**{k: v for k, v in prior.items() if k != "discriminator"}, **trainer.state_dict(), "discriminator_config": trainer.D.config, "prior_config": record,
                  "epoch": epoch + 1, "rng": _rng_state(gens), "history": history}
         atomic_torch_save(state, out / "last.pt")
-        _write_logs(out, history)
+        write_logs(out, history)
     return history
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def resolve_prior(path_or_zoo_name: str | os.PathLike) -> Path:
-    """The file of a prior: an existing path as given, or the sha256-checked weight file of the zoo
-    entry so named (ValueError for an unknown name or a zoo entry that is not a prior)."""
-    from jscc.zoo import ZOO, weight_path
-
-    path = Path(path_or_zoo_name)
-    if path.exists():
-        return path
-    name = str(path_or_zoo_name)
-    priors = sorted(n for n, e in ZOO.items() if e.get("model") == PRIOR_MODEL)
-    if name not in ZOO:
-        raise ValueError(f"{name!r} is neither a checkpoint file nor a zoo prior; zoo priors: "
-                         f"{', '.join(priors) or '(none yet)'}")
-    if ZOO[name].get("model") != PRIOR_MODEL:
-        raise ValueError(f"zoo entry {name!r} is a {ZOO[name].get('model')} JSCC model, not a {PRIOR_MODEL} prior "
-                         f"(load it with jscc.load); zoo priors: {', '.join(priors) or '(none yet)'}")
-    return weight_path(name)
 
 
 def load_prior(path_or_zoo_name: str | os.PathLike, *, map_location="cpu", return_checkpoint: bool = False):

@@ -127,7 +127,9 @@ def sample_snr(cfg: TrainConfig, batch: int, generator: torch.Generator, device)
     return cfg.train_snr_db
 
 
-def _epoch_seed(seed: int, epoch: int, rank: int, stream: int) -> int:
+def epoch_seed(seed: int, epoch: int, rank: int, stream: int) -> int:
+    """The seed of one random stream (data 0, channel 1, ...) of one rank in one epoch: a run restarted at an
+    epoch draws what it would have drawn (also used by the prior trainer, :mod:`jscc.priors`)."""
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729 + stream) % 2**63
 
 
@@ -215,8 +217,8 @@ def train(
         system.train()
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
-        data_gen.manual_seed(_epoch_seed(cfg.seed, epoch, rank, 0))
-        chan_gen.manual_seed(_epoch_seed(cfg.seed, epoch, rank, 1))
+        data_gen.manual_seed(epoch_seed(cfg.seed, epoch, rank, 0))
+        chan_gen.manual_seed(epoch_seed(cfg.seed, epoch, rank, 1))
         loss_sum = torch.zeros((), device=device)
         batches = iterate_batches(train_set, cfg.batch_size, indices=list(sampler), generator=data_gen, drop_last=True)
         bar = tqdm(batches, total=n_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
@@ -280,7 +282,7 @@ def train(
             history=history,
         )
         atomic_torch_save(state, out / "last.pt")
-        _write_logs(out, history)
+        write_logs(out, history)
         if world > 1:
             dist.barrier()
     return history
@@ -301,7 +303,8 @@ def _loss_key(cfg: TrainConfig) -> str:
     return "train_reward_db" if cfg.train_agent else {"mse": "train_mse", "psnr": "train_psnr_db"}[cfg.loss]
 
 
-def _write_logs(out: Path, history: list[dict]) -> None:
+def write_logs(out: Path, history: list[dict]) -> None:
+    """``out/log.csv`` and ``out/history.json`` from the per-epoch records, each replaced atomically."""
     tmp = out / ".log.csv.tmp"
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))

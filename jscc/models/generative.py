@@ -50,10 +50,10 @@ from jscc.models.stylegan2 import Generator, to_unit_range
 from jscc.models.symbols import features_to_symbols, symbols_to_features
 from jscc.perceptual import PERCEPTUAL_NAMES, CombinedLoss, build_perceptual
 from jscc.registry import register_model
+from jscc.zoo import PRIOR_MODEL, resolve_prior
 
 __all__ = ["InverseJSCC", "GenerativeJSCC", "LatentHead", "canonical_generator_config", "read_prior_checkpoint"]
 
-PRIOR_MODEL = "stylegan2"  # the "model" entry of a StyleGAN2 prior checkpoint
 
 
 # --------------------------------------------------------------------------- generator config and priors
@@ -105,7 +105,6 @@ def read_prior_checkpoint(source: str | os.PathLike | Mapping[str, Any]) -> dict
     (``weights_only=True``) or the dict itself. ValueError unless it has that shape."""
     if isinstance(source, (str, os.PathLike)):
         from jscc.checkpoint import read_checkpoint
-        from jscc.priors import resolve_prior
 
         source = read_checkpoint(resolve_prior(source))
     if not isinstance(source, Mapping) or source.get("model") != PRIOR_MODEL:

@@ -103,16 +103,16 @@ def test_interrupted_and_resumed_equals_uninterrupted(sets, tmp_path, monkeypatc
     hist_a = train_prior(train_set, _cfg(**cfg), tmp_path / "a", progress=False)
     final_a = read_checkpoint(tmp_path / "a" / "last.pt")
 
-    original = jp._write_logs
+    original = jp.write_logs
 
     def interrupt(out, history):
         assert read_checkpoint(Path(out) / "last.pt")["epoch"] == len(history)  # checkpoint written first
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jp, "_write_logs", interrupt)
+    monkeypatch.setattr(jp, "write_logs", interrupt)
     with pytest.raises(KeyboardInterrupt):
         train_prior(train_set, _cfg(**cfg), tmp_path / "b", progress=False)
-    monkeypatch.setattr(jp, "_write_logs", original)
+    monkeypatch.setattr(jp, "write_logs", original)
     assert read_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
 
     hist_b = train_prior(train_set, _cfg(**cfg), tmp_path / "b", resume=True, progress=False)

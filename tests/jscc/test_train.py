@@ -100,10 +100,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(sets, tmp_path, monkeypatc
     hist_a = train(_system(0), train_set, val_set, _cfg(), tmp_path / "a", progress=False)
     final_a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
 
-    original = jt._write_logs
+    original = jt.write_logs
     calls = []
 
-    def interrupting_write_logs(out, history):
+    def interruptingwrite_logs(out, history):
         calls.append(len(history))
         # the training checkpoint of this epoch is already on disk when the logs are written
         assert torch.load(Path(out) / "last.pt", weights_only=True)["epoch"] == len(history)
@@ -111,12 +111,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(sets, tmp_path, monkeypatc
             raise KeyboardInterrupt
         original(out, history)
 
-    monkeypatch.setattr(jt, "_write_logs", interrupting_write_logs)
+    monkeypatch.setattr(jt, "write_logs", interruptingwrite_logs)
     with pytest.raises(KeyboardInterrupt):
         train(_system(0), train_set, val_set, _cfg(), tmp_path / "b", progress=False)
     assert calls == [1, 2]
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 2
-    monkeypatch.setattr(jt, "_write_logs", original)
+    monkeypatch.setattr(jt, "write_logs", original)
 
     # a differently initialised system: the resumed weights must come from last.pt
     hist_b = train(_system(123), train_set, val_set, _cfg(), tmp_path / "b", resume=True, progress=False)
