@@ -116,6 +116,13 @@ OFDM_MODEL_CHOICES = ("tdl-a", "tdl-b", "tdl-c", "tdl-d", "tdl-e", "flat", "none
 OFDM_INTERPOLATION_CHOICES = ("nn", "lin", "lin_time_avg")
 
 
+# The sweep's vocabularies, repeated for the same reason (jscc.evaluate.IMAGE_METRICS, jscc.metrics.DEFAULT_METRICS,
+# jscc.models.video.POLICIES; checked by the same test)
+IMAGE_METRIC_CHOICES = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg", "perceptual")
+DEFAULT_METRIC_CHOICES = ("psnr", "ssim", "lpips")
+POLICY_CHOICES = ("uniform", "random", "oracle", "agent")
+
+
 def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:
     g = parser.add_argument_group("channel")
     g.add_argument("--channel", default=default, choices=["awgn", "rayleigh", "ofdm", "mimo"],

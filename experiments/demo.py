@@ -12,20 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from channels import AWGN, seed_everything
 from experiments.args import ArgumentParser, add_snr_args, default_threads, parse_snr_list, positive_int
-from experiments.plot import plot_results
-from jscc import zoo
-from jscc.checkpoint import load
-from jscc.data import SAMPLE_PHOTOS, load_sample_photos
-from jscc.evaluate import sweep_results
-from jscc.metrics import load_lpips, lpips_distance, psnr
-from jscc.models import DeepJSCC
-from jscc.results import write_results
-from jscc.system import JSCCSystem
-from jscc.train import TrainConfig, train
+
+# torch and jscc are imported after the arguments are parsed (a fast --help)
 
 DEMO_MODEL = "deepjscc-cifar10-1_12-awgn-snr10"
 TEST_PHOTOS = ("chelsea", "coffee")  # never used for --train
@@ -48,7 +37,16 @@ def setup_args() -> argparse.ArgumentParser:
     return p
 
 
-def _train_small(out: Path, args) -> tuple[torch.nn.Module, Path]:
+def _train_small(out: Path, args):
+    """A small DeepJSCC trained on the sample photos -> ``(model, best checkpoint path)``."""
+    import torch
+
+    from channels import AWGN
+    from jscc.data import SAMPLE_PHOTOS, load_sample_photos
+    from jscc.models import DeepJSCC
+    from jscc.system import JSCCSystem
+    from jscc.train import TrainConfig, train
+
     train_names = [n for n in SAMPLE_PHOTOS if n not in TEST_PHOTOS]
     photos = load_sample_photos(crop=32, names=train_names)
     # Sample crops with replacement so an "epoch" is a fixed number of steps.
@@ -63,9 +61,13 @@ def _train_small(out: Path, args) -> tuple[torch.nn.Module, Path]:
     return system.model, out / "train" / "best.pt"
 
 
-def save_grid(system: JSCCSystem, images: torch.Tensor, snrs, path: Path, seed: int) -> Path:
-    """Originals (first column) and reconstructions at each SNR, titled with their PSNR and LPIPS."""
+def save_grid(system, images, snrs, path: Path, seed: int) -> Path:
+    """Originals (first column) and reconstructions at each SNR, titled with their PSNR and LPIPS
+    (``system``: a JSCCSystem; ``images``: float32 ``(B,3,H,W)``)."""
     import matplotlib
+    import torch
+
+    from jscc.metrics import load_lpips, lpips_distance, psnr
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -95,6 +97,17 @@ def save_grid(system: JSCCSystem, images: torch.Tensor, snrs, path: Path, seed: 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
     t0 = time.perf_counter()
+    import torch
+
+    from channels import AWGN, seed_everything
+    from experiments.plot import plot_results
+    from jscc import zoo
+    from jscc.checkpoint import load
+    from jscc.data import SAMPLE_PHOTOS, load_sample_photos
+    from jscc.evaluate import sweep_results
+    from jscc.results import write_results
+    from jscc.system import JSCCSystem
+
     torch.set_num_threads(args.threads or default_threads())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,16 +12,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, add_snr_args,
-                              apply_device_args, bandwidth_ratio, channel_from_args, check_output, parse_snr_list,
-                              positive_int, summary_line)
-from jscc.checkpoint import load, resolve_checkpoint
-from jscc.data import load_dataset
-from jscc.evaluate import IMAGE_METRICS, sweep_results
-from jscc.metrics import DEFAULT_METRICS, metrics_for_sizes
-from jscc.models.video import POLICIES
-from jscc.results import write_results
-from jscc.system import JSCCSystem
+from experiments.args import (DEFAULT_METRIC_CHOICES, IMAGE_METRIC_CHOICES, POLICY_CHOICES, ArgumentParser,
+                              add_channel_args, add_data_args, add_device_args, add_snr_args, apply_device_args,
+                              bandwidth_ratio, channel_from_args, check_output, parse_snr_list, positive_int,
+                              summary_line)
+
+# torch and jscc are imported after the arguments are parsed (a fast --help, argument errors first)
 
 
 def setup_args() -> argparse.ArgumentParser:
@@ -32,7 +28,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=positive_int, default=None, metavar="T",
                    help="video models: --data is a folder of clips; evaluate the first T frames of each (default: "
                         "the longest 1 + G*m that every clip holds)")
-    p.add_argument("--allocation-policy", default=None, choices=POLICIES,
+    p.add_argument("--allocation-policy", default=None, choices=POLICY_CHOICES,
                    help="deepwive: bandwidth allocation among a GOP's frames (default: the model's policy)")
     p.add_argument("--intra-only", action="store_true",
                    help="deepwive: the per-frame reference, every frame coded alone by the key-frame codec "
@@ -40,7 +36,7 @@ def setup_args() -> argparse.ArgumentParser:
     p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default=None,
                    help="rate-adaptive models (swinjscc): the k/n to send, one the model serves (default: as trained)")
     p.add_argument("--n-channel-draws", type=positive_int, default=10, help="channel realisations per image and SNR (default 10)")
-    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=IMAGE_METRICS,
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRIC_CHOICES), choices=IMAGE_METRIC_CHOICES,
                    help="metrics (default: %(default)s; lpips = LPIPS v0.1 AlexNet, lower is better, offline; "
                         "ms_ssim needs images >= 161 px, else SSIM; lpips needs >= 31 px (lpips_vgg 16 px), else "
                         "it is dropped with a note)")
@@ -91,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         snrs = parse_snr_list(args.snr)
     except argparse.ArgumentTypeError as err:
         raise SystemExit(f"error: {err}")
+    from jscc.checkpoint import load, resolve_checkpoint
+    from jscc.data import load_dataset
+    from jscc.evaluate import sweep_results
+    from jscc.metrics import metrics_for_sizes
+    from jscc.results import write_results
+    from jscc.system import JSCCSystem
+
     model, ckpt = load(args.model, return_checkpoint=True)
     video = model.video
     if args.frames is not None and not video:

@@ -82,8 +82,26 @@ def test_channel_from_args_fallback_to_checkpoint_config():
     assert ch.csi == "receiver" and ch.equalization == "mmse"
 
 
-def test_ofdm_choices_repeat_the_channel_module():
+def test_cli_choices_repeat_the_modules_that_define_them():
+    # experiments.args repeats them so that --help imports no torch
     from channels.ofdm import OFDM_INTERPOLATIONS, OFDM_MODELS
-    from experiments.args import OFDM_INTERPOLATION_CHOICES, OFDM_MODEL_CHOICES
+    from experiments import args
+    from jscc.evaluate import IMAGE_METRICS
+    from jscc.metrics import DEFAULT_METRICS
+    from jscc.models.video import POLICIES
 
-    assert (OFDM_MODEL_CHOICES, OFDM_INTERPOLATION_CHOICES) == (OFDM_MODELS, OFDM_INTERPOLATIONS)
+    assert (args.OFDM_MODEL_CHOICES, args.OFDM_INTERPOLATION_CHOICES) == (OFDM_MODELS, OFDM_INTERPOLATIONS)
+    assert (args.IMAGE_METRIC_CHOICES, args.DEFAULT_METRIC_CHOICES, args.POLICY_CHOICES) == \
+        (IMAGE_METRICS, DEFAULT_METRICS, POLICIES)
+
+
+def test_help_of_train_sweep_plot_demo_imports_no_torch():
+    import subprocess
+    import sys
+
+    for command in ("train", "sweep", "plot", "demo"):
+        code = ("import sys; from experiments import cli\n"
+                f"try: cli.main(['{command}', '--help'])\nexcept SystemExit: pass\n"
+                "assert 'torch' not in sys.modules, 'torch imported'")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (command, done.stderr[-500:])
