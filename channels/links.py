@@ -1190,7 +1190,8 @@ def _fill_exact(table: BlerTable, index: np.ndarray, *, link_args: tuple, path: 
 
     key = table.key
     link = get_link(*link_args[:2], num_bp_iter=link_args[2], demapping=link_args[3], device=link_args[4])
-    for i in np.sort(index):
+    todo = np.sort(index)
+    for done, i in enumerate(todo, start=1):
         _adopt_saved_points(table, path)
         if not table.pending[i]:
             continue
@@ -1212,8 +1213,8 @@ def _fill_exact(table: BlerTable, index: np.ndarray, *, link_args: tuple, path: 
         table.n_blocks[i], table.n_errors[i], table.bler[i] = blocks, errors, errors / blocks
         table.elapsed_s += seconds
         if verbose:
-            print(f"BLER {key['mcs']} k={key['k']} at {snr:.2f} dB: {errors}/{blocks} blocks in error "
-                  f"({seconds:.1f} s)", file=sys.stderr, flush=True)
+            print(f"BLER {key['mcs']} k={key['k']} at {snr:.2f} dB (point {done} of at most {len(todo)}): "
+                  f"{errors}/{blocks} blocks in error ({seconds:.1f} s)", file=sys.stderr, flush=True)
         if path is not None:
             _adopt_saved_points(table, path)
             _atomic_write_json(table.to_json(), path)
