@@ -30,7 +30,10 @@ Conventions (README, Conventions: "SNR and noise"; the OFDM issue's accounting):
   ``nn``, ``lin`` or ``lin_time_avg``). Equalisation per RE: ``zf`` (``y / H_hat``, Sionna's
   ``ZFEqualizer``; for one antenna also what Sionna's unbiased LMMSE equaliser returns) or
   ``mmse`` (the biased MMSE estimate ``y_zf / (1 + N0_eff / P)``, which is
-  ``conj(H) y / (|H|^2 + N0 / P)`` with perfect CSI, as :func:`~channels.equalize`).
+  ``conj(H) y / (|H|^2 + N0 / P)`` with perfect CSI, as :func:`~channels.equalize`), or ``side``: no
+  equalisation, the decoder gets the raw data REs ``y = H z + n`` and, as side input ``h``, the channel at
+  those REs (the true ``H`` with ``perfect``, the LS estimate from the pilot observations with ``ls``).
+  ``csi="none"``: the raw data REs alone (the pilots are still sent and charged, nothing uses them).
 - **Randomness**: the channel is drawn by Sionna from its own generator, seeded per call from
   ``generator`` (Sionna's state is restored afterwards); the noise comes from ``generator``. The
   pilots are fixed (drawn once, seed 0). Draws depend on the batch size, as everywhere.
@@ -51,8 +54,8 @@ from .power import SnrDb, _check_power, _check_symbols, snr_db_to_lin
 __all__ = ["OFDM", "OFDM_MODELS", "OFDM_CSI", "OFDM_EQUALIZATIONS", "OFDM_INTERPOLATIONS"]
 
 OFDM_MODELS = ("tdl-a", "tdl-b", "tdl-c", "tdl-d", "tdl-e", "flat", "none")
-OFDM_CSI = ("perfect", "ls")
-OFDM_EQUALIZATIONS = ("zf", "mmse")
+OFDM_CSI = ("perfect", "ls", "none")
+OFDM_EQUALIZATIONS = ("zf", "mmse", "side")
 OFDM_INTERPOLATIONS = ("nn", "lin", "lin_time_avg")
 PILOT_SEED = 0  # the Kronecker pilots (QPSK) are drawn once from Sionna's generator seeded with this
 
@@ -121,16 +124,18 @@ class OFDM(nn.Module):
         subcarrier_spacing: Hz.
         cyclic_prefix_length: samples; None = the NR normal CP, ``round(fft_size * 144 / 2048)``.
         pilot_ofdm_symbols: indices of the OFDM symbols that carry pilots (all subcarriers).
-        csi: ``"perfect"`` or ``"ls"``.
+        csi: ``"perfect"``, ``"ls"`` or ``"none"`` (raw data REs, no equalisation).
         interpolation: LS interpolation, ``"nn"``, ``"lin"`` or ``"lin_time_avg"``.
-        equalization: ``"mmse"`` (default) or ``"zf"``.
+        equalization: ``"mmse"`` (default), ``"zf"`` or ``"side"`` (raw data REs and ``h``, the true or
+            estimated channel there, for a decoder with side input).
         clip_db: clip each OFDM symbol's time-domain samples at this many dB above its RMS amplitude
             (PAPR reduction; the clipping distortion then goes through the channel); None = no clipping.
         power: nominal signal power ``P`` the SNR refers to (the data symbols' and the pilots').
 
     ``forward(z, snr_db=None, *, generator=None)`` takes complex symbols ``z`` ``(B, ..., k)``
     (complex64; each leading index is sent on its own grids) and returns ``{"y": y, "noise_var":
-    N0_eff, "papr_db": papr}``: ``y`` complex64 of ``z``'s shape, the equalised data REs in ``z``'s
+    N0_eff, "papr_db": papr}`` (and ``"h"``, complex64 of ``z``'s shape, with ``equalization="side"``):
+    ``y`` complex64 of ``z``'s shape, the equalised (or, with ``side`` or ``csi="none"``, raw) data REs in ``z``'s
     order; ``N0_eff`` float32 of ``z``'s shape, the post-equalisation noise variance per RE (Sionna's,
     which leaves out the interpolation error of LS); ``papr`` float32 ``(*z.shape[:-1], G * symbols)``,
     the peak-to-average power ratio of each transmitted OFDM symbol (after clipping) in dB.
@@ -278,6 +283,14 @@ class OFDM(nn.Module):
         y = y + _complex_normal(y, y.shape, generator) * no.sqrt().reshape(-1, 1, 1, 1, 1)
         # The equaliser works at unit pilot power: scale y by 1/sqrt(P) (noise N0/P).
         y_unit, no_unit = y / pilots_scale, no / self.power
+        if self.csi == "none" or self.equalization == "side":
+            out = {"y": self._data_res(y, n_ex, k).reshape(shape).to(torch.complex64),
+                   "noise_var": noise_var.reshape(n_ex, 1).expand(n_ex, k).reshape(shape).to(torch.float32),
+                   "papr_db": papr_db.reshape(*shape[:-1], grids * self.num_ofdm_symbols).to(torch.float32)}
+            if self.csi != "none":  # the channel at the data REs: true, or estimated from the pilots
+                h_hat = h if self.csi == "perfect" else blocks.estimator(y_unit.detach(), no_unit)[0]
+                out["h"] = self._data_res(h_hat, n_ex, k).reshape(shape).to(torch.complex64)
+            return out
         if self.csi == "perfect":
             h_hat, err_var = h, torch.zeros((), dtype=no.dtype, device=no.device)
         else:  # the pilot REs do not depend on z: no gradient is lost by detaching y here
@@ -290,6 +303,13 @@ class OFDM(nn.Module):
         return {"y": (x_hat * pilots_scale).reshape(shape).to(torch.complex64),
                 "noise_var": (no_eff * self.power).reshape(shape).to(torch.float32),
                 "papr_db": papr_db.reshape(*shape[:-1], grids * self.num_ofdm_symbols).to(torch.float32)}
+
+    def _data_res(self, grid: Tensor, n_ex: int, k: int) -> Tensor:
+        """The data REs of grids ``[n_ex G, ..., symbols, fft]`` (whole OFDM symbols without pilots) in the
+        mapper's order -> ``(n_ex, k)``."""
+        data = [i for i in range(self.num_ofdm_symbols) if i not in self.pilot_ofdm_symbols]
+        res = grid.reshape(-1, self.num_ofdm_symbols, self.fft_size)[:, data]
+        return res.reshape(n_ex, -1)[:, :k]
 
     def _clip(self, x_grid: Tensor) -> tuple[Tensor, Tensor]:
         """Time-domain view of each OFDM symbol (``ifft`` over the subcarriers; the cyclic prefix repeats

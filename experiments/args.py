@@ -131,11 +131,12 @@ def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "
                    help="Rayleigh: symbols per fading block; omit for one h per image (slow fading), 1 = fast fading; "
                         "MIMO: time slots per channel draw")
     g.add_argument("--csi", default=None, choices=["none", "receiver", "transmitter", "perfect", "ls"],
-                   help="Rayleigh: none or receiver (default none); OFDM: perfect or ls (pilot-based least squares, "
-                        "the default); MIMO: receiver (spatial multiplexing, the default) or transmitter (SVD precoding)")
+                   help="Rayleigh: none or receiver (default none); OFDM: perfect, ls (pilot-based least squares, "
+                        "the default) or none (raw data REs); MIMO: receiver (spatial multiplexing, the default) or transmitter (SVD precoding)")
     g.add_argument("--equalization", default=None, choices=["zf", "mmse", "side"],
                    help="Rayleigh with --csi receiver: zero-forcing, MMSE, or h given to the decoder (side); "
-                        "OFDM: zf or mmse (default)")
+                        "OFDM: zf, mmse (default) or side (raw data REs, the true or LS-estimated channel to the "
+                        "decoder: a model with --model-arg csi_side_input=true)")
     g.add_argument("--ofdm-model", default=None, choices=OFDM_MODEL_CHOICES,
                    help="OFDM: 3GPP TDL profile, flat Rayleigh per grid, or none (default tdl-a)")
     g.add_argument("--delay-spread", type=float, default=None, metavar="NS",
@@ -179,8 +180,9 @@ def channel_from_args(args: argparse.Namespace, fallback: dict | None = None):
             raise ValueError("--block-length/--csi/--equalization apply to --channel rayleigh only")
         return build_channel("awgn")
     if name == "ofdm":
-        if args.block_length is not None or args.csi in ("none", "receiver") or args.equalization == "side":
-            raise ValueError("--channel ofdm takes --csi perfect|ls and --equalization zf|mmse (no --block-length)")
+        if args.block_length is not None or args.csi == "receiver":
+            raise ValueError("--channel ofdm takes --csi perfect|ls|none and --equalization zf|mmse|side "
+                             "(no --block-length)")
         opts = {key: fallback[key] for key in ("model", "delay_spread", "speed", "carrier_frequency", "fft_size",
                                                "num_ofdm_symbols", "subcarrier_spacing", "cyclic_prefix_length",
                                                "pilot_ofdm_symbols", "interpolation", "clip_db", "csi", "equalization")

@@ -50,7 +50,7 @@ class JSCCSystem(nn.Module):
 
     @property
     def decoder_gets_h(self) -> bool:
-        return getattr(self.channel, "csi", "none") == "receiver" and getattr(self.channel, "equalization", None) == "side"
+        return getattr(self.channel, "csi", "none") != "none" and getattr(self.channel, "equalization", None) == "side"
 
     def resolve_snr(self, snr_db: float | torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
         """The SNR of each example as a float32 ``(B,)`` tensor in dB (call-time value, else the channel's)."""

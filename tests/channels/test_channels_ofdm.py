@@ -66,6 +66,32 @@ def test_mmse_is_the_biased_estimate_and_beats_zf_on_a_flat_fading_grid():
     assert abs(err / mmse["noise_var"].mean().item() - 1) < 0.05
 
 
+def test_side_gives_the_decoder_raw_data_res_and_the_channel_there():
+    # perfect CSI: y = H z + n exactly at the data REs, h = H there; LS: h is the pilots' estimate, within its
+    # error (unit pilots: E|h_hat - H|^2 ~ N0 = 0.01 at 20 dB for nn interpolation on a flat channel; 5x slack);
+    # csi none: the same raw y, no h.
+    z = _symbols(32, 1000)
+    perfect = OFDM(model="flat", csi="perfect", equalization="side")(z, 200.0, generator=_gen(21))
+    assert perfect["h"].shape == z.shape and perfect["h"].dtype == torch.complex64
+    torch.testing.assert_close(perfect["y"], perfect["h"] * z, rtol=1e-4, atol=1e-5)
+    ls = OFDM(model="flat", csi="ls", interpolation="nn", equalization="side")(z, 20.0, generator=_gen(21))
+    truth = OFDM(model="flat", csi="perfect", equalization="side")(z, 20.0, generator=_gen(21))
+    torch.testing.assert_close(ls["y"], truth["y"])  # same draws: the raw grid does not depend on the estimator
+    assert (ls["h"] - truth["h"]).abs().square().mean() < 0.05
+    none = OFDM(model="flat", csi="none")(z, 20.0, generator=_gen(21))
+    assert "h" not in none and torch.equal(none["y"], truth["y"])
+    torch.testing.assert_close(none["noise_var"], torch.full(z.shape, 0.01))
+
+
+def test_a_side_input_decoder_trains_over_ofdm_with_estimated_csi():
+    torch.manual_seed(0)
+    system = JSCCSystem(DeepJSCC(c=16, csi_side_input=True), OFDM(csi="ls", equalization="side"))
+    assert system.decoder_gets_h and not JSCCSystem(DeepJSCC(c=16), OFDM(csi="none")).decoder_gets_h
+    x = torch.rand(2, 3, 32, 32)
+    torch.nn.functional.mse_loss(system(x, 10.0, generator=_gen(22))["x_hat"], x).backward()
+    assert system.model.encoder[0].weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("model", [m for m in OFDM_MODELS if m != "none"])
 def test_average_channel_power_is_one(model):
     # E|H|^2 = 1 over resource elements and draws: 600 grids; the per-grid mean of |H|^2 has a
@@ -177,6 +203,15 @@ def test_cli_trains_and_sweeps_over_ofdm(tmp_path, write_pngs):
     with pytest.raises(ValueError, match="apply to --channel ofdm only"):
         sweep_cli.main([str(run / "best.pt"), "--data", str(tmp_path / "imgs"), "--channel", "awgn",
                         "--ofdm-model", "flat", "--quiet", "--out", str(tmp_path / "x.json")])
+    # a decoder with side input: raw data REs and the LS channel estimate (recorded, read back by the sweep)
+    side = tmp_path / "side"
+    assert train_cli.main(["--data", str(tmp_path / "imgs"), "--bandwidth-ratio", "1/6", "--epochs", "1",
+                           "--batch-size", "2", "--val-size", "2", "--channel", "ofdm", "--csi", "ls",
+                           "--equalization", "side", "--model-arg", "csi_side_input=true", "--quiet",
+                           "--out", str(side)]) == 0
+    assert sweep_cli.main([str(side / "best.pt"), "--data", str(tmp_path / "imgs"), "--snr", "10", "--metrics",
+                           "psnr", "--n-channel-draws", "1", "--quiet", "--out", str(tmp_path / "side.json")]) == 0
+    assert json.loads((tmp_path / "side.json").read_text())["channel"]["equalization"] == "side"
 
 
 def test_mutual_information_references():
