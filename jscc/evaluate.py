@@ -220,6 +220,8 @@ def sweep_results(
         results["layers"] = system.model.layer_info(height, width)
         if system.model.has_feedback:
             results["feedback_snr_db"] = system.model.feedback_snr_db
+            # each layer's received symbols but the last go back to the transmitter, uncoded, outside k
+            results["feedback_channel_uses"] = system.model.layer_channel_uses(height, width) * (system.model.layers - 1)
         if stop_psnr_db is not None:
             results["stop_psnr_db"] = float(stop_psnr_db)
     notes = list(notes)

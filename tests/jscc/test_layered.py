@@ -250,6 +250,7 @@ def test_evaluate_reports_every_prefix_and_the_channel_uses():
     assert results["metrics"]["channel_uses"] == [96.0, 96.0]
     assert results["metrics"]["psnr"] == results["metrics_per_prefix"][-1]["psnr"]
     assert results["feedback_snr_db"] is None
+    assert results["feedback_channel_uses"] == 64  # 3 layers of 32: the first two are fed back, outside k
     short = evaluate(system, images, [10.0], n_channel_draws=2, stop_psnr_db=-50.0)
     assert short["channel_uses"] == [32.0] and short["target_reached"] == [1.0]
     bad = {**results, "metrics_per_prefix": results["metrics_per_prefix"][:2]}
