@@ -121,6 +121,15 @@ OFDM_INTERPOLATION_CHOICES = ("nn", "lin", "lin_time_avg")
 IMAGE_METRIC_CHOICES = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg", "perceptual")
 DEFAULT_METRIC_CHOICES = ("psnr", "ssim", "lpips")
 POLICY_CHOICES = ("uniform", "random", "oracle", "agent")
+# jscc baseline's (jscc.baselines.codecs.list_codecs() + video_codecs.VIDEO_CODECS, separate.LINKS,
+# separate.BASELINE_METRICS, codecs.ACCOUNTING_MODES, codecs.FALLBACK_MODES + video_codecs.VIDEO_FALLBACK_MODES,
+# channels.links.BLER_BUDGETS)
+CODEC_CHOICES = ("avif", "heif", "jpeg", "jpeg2000", "webp", "h264", "h265")
+LINK_CHOICES = ("capacity", "ldpc")
+BASELINE_METRIC_CHOICES = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_vgg")
+ACCOUNTING_CHOICES = ("full", "payload")
+FALLBACK_CHOICES = ("image_mean", "dataset_mean", "clip_mean")
+BLER_BUDGET_CHOICES = ("fast", "standard")
 
 
 def add_channel_args(parser: argparse.ArgumentParser, *, default: str | None = "awgn") -> None:

@@ -20,22 +20,18 @@ import shlex
 import sys
 from pathlib import Path
 
-from channels.links import BLER_BUDGETS
-from experiments.args import (ArgumentParser, add_channel_args, add_data_args, add_device_args, add_snr_args,
-                              apply_device_args, bandwidth_ratio, channel_from_args, check_output, parse_key_values,
-                              parse_snr_list, positive_int, summary_line)
-from jscc.baselines.codecs import (ACCOUNTING_MODES, FALLBACK_MODES, CodecUnavailableError, get_codec, list_codecs,
-                                   shared_worker_pools)
-from jscc.baselines.separate import BASELINE_METRICS, LINKS, SeparateBaseline, baseline_results
-from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
-from jscc.data import load_dataset
-from jscc.metrics import DEFAULT_METRICS
-from jscc.results import write_results
+from experiments.args import (ACCOUNTING_CHOICES, BASELINE_METRIC_CHOICES, BLER_BUDGET_CHOICES, CODEC_CHOICES,
+                              DEFAULT_METRIC_CHOICES, FALLBACK_CHOICES, LINK_CHOICES, ArgumentParser,
+                              add_channel_args, add_data_args, add_device_args, add_snr_args, apply_device_args,
+                              bandwidth_ratio, channel_from_args, check_output, parse_key_values, parse_snr_list,
+                              positive_int, summary_line)
+
+# torch, the codecs and the links are imported after the arguments are parsed (a fast --help)
 
 
 def setup_args() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="jscc baseline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--codec", default="jpeg2000", choices=[*list_codecs(), *VIDEO_CODECS],
+    p.add_argument("--codec", default="jpeg2000", choices=CODEC_CHOICES,
                    help="source codec (default: %(default)s); h264 / h265 code clips (video)")
     p.add_argument("--codec-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="codec option, e.g. num_resolutions=6 keep_comment=true (Pillow's JPEG2000 defaults); "
@@ -44,7 +40,7 @@ def setup_args() -> argparse.ArgumentParser:
                    help="video: --data is a folder of clips (frame folders or video files); the first T frames of each")
     p.add_argument("--gop", type=positive_int, default=None,
                    help="video: frames per GOP, an IDR frame every GOP frames (default 4; >= T: one GOP)")
-    p.add_argument("--link", default="capacity", choices=LINKS, help="capacity-achieving code or 5G LDPC + QAM")
+    p.add_argument("--link", default="capacity", choices=LINK_CHOICES, help="capacity-achieving code or 5G LDPC + QAM")
     p.add_argument("--design-snr", type=float, nargs="*", default=[], help="design SNR(s) in dB: one result per value")
     p.add_argument("--design", nargs="*", default=[], choices=["oracle", "match"],
                    help="also: oracle = best operating point per test SNR (envelope / rate chosen over the outage); "
@@ -53,22 +49,22 @@ def setup_args() -> argparse.ArgumentParser:
     add_snr_args(p)  # the same default grid as jscc sweep
     add_channel_args(p)  # awgn, rayleigh (slow fading, h known at the receiver); ofdm, mimo (see link_channel)
     p.add_argument("--bandwidth-ratio", type=bandwidth_ratio, default="1/12", help="k/n as a fraction (default: 1/12)")
-    p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_MODES,
+    p.add_argument("--byte-accounting", default=None, choices=ACCOUNTING_CHOICES,
                    help="default: full for images, payload (slice NAL units) for video")
-    p.add_argument("--fallback", default=None, choices=list(dict.fromkeys([*FALLBACK_MODES, *VIDEO_FALLBACK_MODES])),
+    p.add_argument("--fallback", default=None, choices=FALLBACK_CHOICES,
                    help="default: image_mean for images, clip_mean for video")
     p.add_argument("--n-channel-draws", type=positive_int, default=10)
     p.add_argument("--ldpc-mode", default="cached", choices=["cached", "exact"],
                    help="LDPC: cached BLER curves (fast) or the exact bit-level chain with the codec's bytes")
     p.add_argument("--bler-blocks", type=positive_int, default=1000, help="LDPC: Monte-Carlo blocks per SNR of a BLER table")
-    p.add_argument("--bler-budget", default="standard", choices=sorted(BLER_BUDGETS),
+    p.add_argument("--bler-budget", default="standard", choices=BLER_BUDGET_CHOICES,
                    help="LDPC: Monte-Carlo budget of the BLER tables: standard (--bler-blocks, 100 errors, 0.25 dB "
                         "grid) or fast (300 blocks, 20 errors, 0.1 dB grid from the Shannon limit: ~3x cheaper for "
                         "large images, threshold within ~0.1 dB; channels.links.bler_table; ignores --bler-blocks)")
     p.add_argument("--workers", type=positive_int, default=2, help="processes for source coding")
     add_data_args(p, default="sample", help_suffix="; test images (one pixel count)")
     p.add_argument("--crop", type=positive_int, default=None, help="centre-crop test images (video: frames) to CROPxCROP")
-    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), choices=BASELINE_METRICS,
+    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRIC_CHOICES), choices=BASELINE_METRIC_CHOICES,
                    help="metrics of the reconstructions (default: %(default)s; same size rules as jscc sweep: "
                         "ms_ssim >= 161 px else SSIM, lpips >= 31 px else dropped); video clips always report PSNR and "
                         "MS-SSIM (SSIM below 161 px), and LPIPS if asked")
@@ -81,11 +77,19 @@ def setup_args() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = setup_args().parse_args(argv)
+    from jscc.baselines.codecs import shared_worker_pools
+
     with shared_worker_pools():  # --workers N: one set of spawned source-coding processes for the whole run
         return _main(args, argv)
 
 
 def _main(args, argv: list[str] | None) -> int:
+    from jscc.baselines.codecs import FALLBACK_MODES, get_codec
+    from jscc.baselines.separate import SeparateBaseline, baseline_results
+    from jscc.baselines.video_codecs import VIDEO_CODECS
+    from jscc.data import load_dataset
+    from jscc.results import write_results
+
     apply_device_args(args)
     try:
         snrs = parse_snr_list(args.snr)
@@ -150,13 +154,17 @@ def link_channel(args):
 
 def bler_table_kwargs(args) -> dict:
     """``table_kwargs`` of the LDPC link from ``--bler-budget`` / ``--bler-blocks``."""
+    from channels.links import BLER_BUDGETS
+
     return {"n_blocks": args.bler_blocks, **BLER_BUDGETS[args.bler_budget]}
 
 
 def _main_video(args, snrs, ratio, policies, command) -> int:
     """The video branch: H.264 / H.265 clips (``--frames``, ``--gop``) over the link."""
-    from jscc.baselines.video_codecs import VideoCodec
+    from jscc.baselines.codecs import CodecUnavailableError
+    from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES, VideoCodec
     from jscc.baselines.video_separate import VideoSeparateBaseline, video_baseline_results
+    from jscc.results import write_results
     from jscc.video import load_video_folder
 
     if args.codec not in VIDEO_CODECS:

@@ -93,13 +93,22 @@ def test_cli_choices_repeat_the_modules_that_define_them():
     assert (args.OFDM_MODEL_CHOICES, args.OFDM_INTERPOLATION_CHOICES) == (OFDM_MODELS, OFDM_INTERPOLATIONS)
     assert (args.IMAGE_METRIC_CHOICES, args.DEFAULT_METRIC_CHOICES, args.POLICY_CHOICES) == \
         (IMAGE_METRICS, DEFAULT_METRICS, POLICIES)
+    from channels.links import BLER_BUDGETS
+    from jscc.baselines.codecs import ACCOUNTING_MODES, FALLBACK_MODES, list_codecs
+    from jscc.baselines.separate import BASELINE_METRICS, LINKS
+    from jscc.baselines.video_codecs import VIDEO_CODECS, VIDEO_FALLBACK_MODES
+
+    assert args.CODEC_CHOICES == (*list_codecs(), *VIDEO_CODECS) and args.LINK_CHOICES == LINKS
+    assert (args.BASELINE_METRIC_CHOICES, args.ACCOUNTING_CHOICES) == (BASELINE_METRICS, ACCOUNTING_MODES)
+    assert args.FALLBACK_CHOICES == tuple(dict.fromkeys([*FALLBACK_MODES, *VIDEO_FALLBACK_MODES]))
+    assert args.BLER_BUDGET_CHOICES == tuple(sorted(BLER_BUDGETS))
 
 
-def test_help_of_train_sweep_plot_demo_imports_no_torch():
+def test_help_of_train_sweep_plot_demo_baseline_imports_no_torch():
     import subprocess
     import sys
 
-    for command in ("train", "sweep", "plot", "demo"):
+    for command in ("train", "sweep", "plot", "demo", "baseline"):
         code = ("import sys; from experiments import cli\n"
                 f"try: cli.main(['{command}', '--help'])\nexcept SystemExit: pass\n"
                 "assert 'torch' not in sys.modules, 'torch imported'")

@@ -121,7 +121,7 @@ def test_image_baseline_two_workers_from_threaded_parent(tmp_path, write_pngs):
 
 def test_fallback_choices_listed_once():
     action = next(a for a in baseline_cli.setup_args()._actions if "--fallback" in a.option_strings)
-    assert action.choices == ["image_mean", "dataset_mean", "clip_mean"]
+    assert list(action.choices) == ["image_mean", "dataset_mean", "clip_mean"]
 
 
 def test_bler_cache_file_has_umask_permissions(tmp_path):
