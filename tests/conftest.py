@@ -56,3 +56,23 @@ def _write_pngs(folder, sizes, seed: int = 0, mode: str = "RGB", prefix: str = "
 def write_pngs():
     """``write_pngs(folder, [(H, W), ...], seed=0, mode="RGB")`` -> list of the uint8 arrays written."""
     return _write_pngs
+
+
+def _write_panning_clips(folder: Path, n_clips: int = 2, frames: int = 5) -> Path:
+    """``n_clips`` frame folders ``folder/clip{c}/f001.png ...``: a smooth 32 x (32 + 2 frames) image panned 2 px per frame,
+    ``frames`` 32x32 frames each (seeded). Returns ``folder``."""
+    g = torch.Generator().manual_seed(0)
+    for c in range(n_clips):
+        low = torch.rand(1, 3, 6, 8, generator=g)
+        big = F.interpolate(low, size=(32, 32 + 2 * frames), mode="bilinear", align_corners=False)[0]
+        big = (big.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        (folder / f"clip{c}").mkdir(parents=True)
+        for t in range(frames):
+            Image.fromarray(np.ascontiguousarray(big[:, 2 * t : 2 * t + 32])).save(folder / f"clip{c}" / f"f{t + 1:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_panning_clips():
+    """``write_panning_clips(folder, n_clips=2, frames=5)``: smooth panning clips as frame folders."""
+    return _write_panning_clips

@@ -1,10 +1,7 @@
 """``jscc baseline`` on video clips (--codec h264 --frames T --gop G), in process."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 import jscc.baselines.video_codecs as vc
 from experiments import baseline as baseline_cli
@@ -13,17 +10,9 @@ from jscc.results import read_results
 
 
 @pytest.mark.skipif(not vc.video_codec_available("h264"), reason="PyAV with libx264 not installed")
-def test_baseline_cli_video_clips(tmp_path):
+def test_baseline_cli_video_clips(tmp_path, write_panning_clips):
     """Two frame folders of 5 PNG frames (32x32, a smooth image panning 2 px per frame) -> valid results files."""
-    g = torch.Generator().manual_seed(0)
-    for c in range(2):
-        low = torch.rand(1, 3, 6, 8, generator=g)
-        big = torch.nn.functional.interpolate(low, size=(32, 42), mode="bilinear", align_corners=False)[0]
-        big = (big.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        (tmp_path / "clips" / f"clip{c}").mkdir(parents=True)
-        for t in range(5):
-            Image.fromarray(np.ascontiguousarray(big[:, 2 * t : 2 * t + 32])).save(
-                tmp_path / "clips" / f"clip{c}" / f"f{t + 1:03d}.png")
+    write_panning_clips(tmp_path / "clips")
     common = ["--codec", "h264", "--frames", "5", "--gop", "4", "--link", "capacity", "--snr", "0:20:10",
               "--bandwidth-ratio", "1/12", "--data", str(tmp_path / "clips"), "--n-channel-draws", "2",
               "--workers", "1", "--quiet"]
