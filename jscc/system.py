@@ -20,7 +20,8 @@ class JSCCSystem(nn.Module):
     """Model + power normalisation + channel.
 
     Args:
-        model: a registered model with ``encode(x, snr_db)`` and ``decode(y, image_size, snr_db, h)``.
+        model: a registered model (:class:`~jscc.models.JSCCModel`): ``encode(x, snr_db)`` and
+            ``decode(y, image_size, snr_db, h)``, or ``transmit`` for ``sends_layers`` models.
         channel: a channel Module from ``channels`` (``AWGN``, ``Rayleigh``); its forward returns a
             dict with ``y`` (and ``h`` for fading).
 
@@ -31,15 +32,15 @@ class JSCCSystem(nn.Module):
     over the constellation and an example's own power is what its points give (recorded by the sweeps as
     ``symbol_power``).
 
-    The decoder receives ``h`` only when the channel has ``csi="receiver"`` and
-    ``equalization="side"``; with ``csi="none"`` the realisation is returned for logging only.
+    The decoder receives ``h`` only when the channel knows it (``csi="receiver"``; OFDM ``perfect`` / ``ls``)
+    and has ``equalization="side"``; otherwise a returned realisation is for logging only.
     """
 
-    def __init__(self, model: nn.Module, channel: nn.Module):
+    def __init__(self, model: JSCCModel, channel: nn.Module):
         super().__init__()
         if not isinstance(model, JSCCModel):
-            raise TypeError(f"model must be a registered model (a jscc.models.base.JSCCModel (e.g. jscc.build_model('deepjscc') or "
-                            f"jscc.load(...)), got {type(model).__name__}")
+            raise TypeError(f"model must be a registered model, a jscc.models.JSCCModel such as "
+                            f"jscc.build_model('deepjscc') or jscc.load(...), got {type(model).__name__}")
         if not isinstance(channel, nn.Module):
             hint = f" (build it by name: channels.build_channel({channel!r}, snr_db=...))" if isinstance(channel, str) else ""
             raise TypeError(f"channel must be a channel Module such as channels.AWGN(10.0), got "

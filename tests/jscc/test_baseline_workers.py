@@ -39,7 +39,8 @@ _SCRIPT = textwrap.dedent("""
         while not stop.is_set():
             a = (a @ a).clamp(0, 1)
             time.sleep(0.002)
-    threading.Thread(target=busy, daemon=True).start()
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
     torch.set_num_threads(2)
     torch.rand(512, 512) @ torch.rand(512, 512)  # the intra-op pool's threads are running
 
@@ -51,6 +52,7 @@ _SCRIPT = textwrap.dedent("""
     C._new_pool = counted
     assert baseline.main(json.loads(sys.argv[1])) == 0
     stop.set()
+    worker.join()  # not mid-matmul when the interpreter exits (a C++ terminate)
     print(json.dumps({"pools": started}))
 """)
 
