@@ -58,10 +58,14 @@ DEFAULT_RATIOS = ("1/48", "1/32", "1/24", "1/16", "1/12", "1/8")
 SWINJSCC_PAPER = {"dims": [128, 192, 256, 320], "depths": [2, 2, 6, 2], "heads": [4, 6, 8, 10]}
 
 
+def _as_fraction(ratio: Fraction | str | float) -> Fraction:
+    """A bandwidth ratio as a Fraction (a float is matched to the nearest fraction of denominator <= 1536)."""
+    return Fraction(ratio).limit_denominator(CHANNELS_PER_RATIO) if isinstance(ratio, float) else Fraction(ratio)
+
+
 def channels_for_ratio(ratio: Fraction | str | float) -> int:
     """Reals per token ``C = 1536 k/n`` for a bandwidth ratio; ValueError unless it is a positive even integer."""
-    frac = Fraction(ratio).limit_denominator(CHANNELS_PER_RATIO) if isinstance(ratio, float) else Fraction(ratio)
-    c = frac * CHANNELS_PER_RATIO
+    c = _as_fraction(ratio) * CHANNELS_PER_RATIO
     if c.denominator != 1 or c <= 0 or c % 2:
         raise ValueError(f"bandwidth ratio {ratio} gives C = 1536 k/n = {float(c):.10g} reals per token, which is "
                          "not a positive even integer; SwinJSCC realises k/n = C/1536 for even C (e.g. 1/48 -> 32, "
@@ -268,13 +272,13 @@ class SwinJSCC(JSCCModel):
     @classmethod
     def from_bandwidth_ratio(cls, ratio: Fraction | str | float, **kwargs) -> "SwinJSCC":
         """The model sending ``ratio`` in evaluation (added to ``ratios`` if it is not one of them)."""
-        ratio = str(Fraction(ratio).limit_denominator(CHANNELS_PER_RATIO) if isinstance(ratio, float) else Fraction(ratio))
+        ratio = str(_as_fraction(ratio))
         ratios = [str(Fraction(r)) for r in kwargs.pop("ratios", DEFAULT_RATIOS)]
         return cls(ratio=ratio, ratios=ratios if ratio in ratios else sorted({*ratios, ratio}, key=Fraction), **kwargs)
 
     def set_bandwidth_ratio(self, ratio: Fraction | str | float) -> None:
         """Send ``ratio`` (one of ``config["ratios"]``) from now on in evaluation."""
-        key = str(Fraction(ratio).limit_denominator(CHANNELS_PER_RATIO) if isinstance(ratio, float) else Fraction(ratio))
+        key = str(_as_fraction(ratio))
         if key not in self.ratio_channels:
             raise ValueError(f"this swinjscc serves k/n in {', '.join(self.ratio_channels)}, not {ratio}")
         self.ratio = Fraction(key)
